@@ -3,7 +3,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 STAMP = .make/installed
 
-.PHONY: install demo test export-check nbtest pytest
+.PHONY: install demo test export-check nbtest pytest readme
 
 $(STAMP): pyproject.toml
 	@mkdir -p .make
@@ -30,3 +30,7 @@ pytest: install
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 test: export-check nbtest pytest
+
+# README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which this machine cannot install).
+readme: install
+	jupyter nbconvert --to markdown nbs/index.ipynb --output README --output-dir . --log-level WARN
