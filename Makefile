@@ -34,3 +34,19 @@ test: export-check nbtest pytest
 # README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which this machine cannot install).
 readme: install
 	jupyter nbconvert --to markdown nbs/index.ipynb --output README --output-dir . --log-level WARN
+
+# ---- docs and browser tests (added by the playground issue) ----
+.PHONY: docs browser browser-test
+
+# A static HTML site from the executed notebooks (nbconvert; works without Quarto). `nbdev-docs` builds the Quarto
+# site where Quarto is installed.
+docs: install
+	$(PY) tools/build_docs.py --nbs nbs --out _docs
+
+# Debian's chromium and the playwright package that drives it (never `playwright install`: no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+	@$(PY) -c "import playwright" 2>/dev/null || $(PIP) install -q playwright
+
+browser-test: install browser
+	$(PY) -m pytest -q tests/test_playground_browser.py

@@ -1,0 +1,98 @@
+"Integration tests of the ARC program search: totality of every primitive, real ARC tasks, the CLI entry points."
+import io
+import json
+from contextlib import redirect_stdout
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solved
+from tttlab.arc_search import (GUIDE_PATH, PRIMITIVES, Context, GuideError, Obj, adapt_guide, guide_costs, load_guide,
+                               make_solver, objects, search, solve_main, train_guide_main)
+
+torch.set_num_threads(1)
+
+grids = st.tuples(st.integers(1, 30), st.integers(1, 30), st.integers(1, 10), st.floats(0, 1), st.integers(0, 2**31)).map(
+    lambda a: np.where(np.random.default_rng(a[4]).random(a[:2]) < a[3], 0,
+                       np.random.default_rng(a[4] + 1).integers(0, a[2], a[:2])).astype(np.int8))
+
+
+def _check(v, tout):
+    if v is None: return
+    if tout == "grid":
+        assert isinstance(v, np.ndarray) and v.dtype == np.int8
+        as_grid(v)
+    else:
+        assert len(v) and all(isinstance(o, Obj) and o.mask.any() for o in v)
+
+
+@pytest.mark.parametrize("name", [n for n, p in PRIMITIVES.items() if p.tin == "grid"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(g=grids, bg=st.integers(0, 9), new=st.integers(0, 9))
+def test_grid_primitive_is_total(name, g, bg, new):
+    p = PRIMITIVES[name]
+    _check(p.fn(g, Context(bg, new)), p.tout)
+
+
+@pytest.mark.parametrize("name", [n for n, p in PRIMITIVES.items() if p.tin == "objs"])
+@settings(max_examples=30, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), multicolour=st.booleans(), diagonal=st.booleans())
+def test_objs_primitive_is_total(name, g, bg, multicolour, diagonal):
+    objs = objects(g, bg, multicolour, diagonal)
+    if objs: _check(PRIMITIVES[name].fn(objs, Context(bg, (bg + 1) % 10)), PRIMITIVES[name].tout)
+
+
+def test_primitives_cover_the_issue():
+    assert len(PRIMITIVES) >= 60
+    fams = {p.family for p in PRIMITIVES.values()}
+    assert {"geometry", "colour", "objects", "crop", "tile", "scale", "symmetry", "gravity", "fill", "lines", "count", "logic"} <= fams
+
+
+def test_search_solves_real_training_tasks():
+    by_id = {t.id: t for t in load_tasks("training")}
+    for tid in ["007bbfb7", "0520fde7", "1e0a9b12", "1cf80156"]:
+        r = search(by_id[tid], time_budget=5)
+        assert task_solved(r.attempts, by_id[tid].test_outputs), tid
+        assert r.nodes_to_first is not None and r.nodes_to_first <= r.nodes_expanded
+
+
+def test_search_never_reads_test_outputs():
+    t = {t.id: t for t in load_tasks("training")}["007bbfb7"]
+    blind = Task(t.id, t.train, t.test_inputs, None)
+    assert task_solved(search(blind, time_budget=5).attempts, t.test_outputs)
+
+
+def test_guide_ranks_and_adapts_without_touching_the_shipped_weights():
+    assert GUIDE_PATH.is_file() and GUIDE_PATH.stat().st_size < 2_000_000
+    guide = load_guide()
+    t = load_tasks("training")[0]
+    before = [p.detach().clone() for p in guide.parameters()]
+    costs = guide_costs(adapt_guide(guide, t), t.train)
+    assert set(costs) == set(PRIMITIVES) and all(c > 0 for c in costs.values())
+    assert all(torch.equal(a, b) for a, b in zip(before, guide.parameters()))
+
+
+def test_solve_main_json_summary_and_zero_crashes():
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert solve_main(["--split", "evaluation", "--smallest", "4", "--guide", "ttt", "--time-per-task", "1.5", "--json"]) == 0
+    s = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert {"tasks", "solved", "pass_at_2", "seconds_per_task", "nodes_expanded", "crashes"} <= set(s)
+    assert s["tasks"] == 4 and s["crashes"] == 0 and s["nodes_expanded"] > 0
+
+
+def test_bad_arguments_raise_typed_errors(tmp_path):
+    with pytest.raises(GuideError, match="unknown guide mode"): make_solver("magic")
+    with pytest.raises(GuideError, match="train one with"): load_guide(tmp_path / "none.safetensors")
+    (tmp_path / "ids.txt").write_text("not-a-task\n")
+    with pytest.raises(ARCFormatError, match="not in arcagi"): solve_main(["--tasks", str(tmp_path / "ids.txt"), "--guide", "none"])
+
+
+def test_train_guide_main_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "g.safetensors"
+    with redirect_stdout(io.StringIO()):
+        assert train_guide_main(["--synthetic", "48", "--epochs", "1", "--harvest-seconds", "0", "--out", str(out), "--quiet"]) == 0
+    assert load_guide(out).names == list(PRIMITIVES)

@@ -1,0 +1,186 @@
+"Integration tests of tttlab.policy_ppo: real tiny Llama models, a real LaCT strategy, the real CLI."
+import contextlib
+import io
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from transformers import AutoTokenizer
+
+from tttlab.lact import LaCTConfig, LaCTUpdater
+from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
+from tttlab.policy_ppo import (ACTIONS, COSTS, BudgetError, CacheMismatchError, CacheSettings, EmptyCorpusError,
+                               Episodes, OutcomeCache, PIDLagrangian, PPOConfig, UnknownActionError, build_cache,
+                               check_budget, compare_methods, feature_overhead, file_outcomes, fixed_chooser,
+                               greedy_actions, main, oracle_actions, parse_action, random_actions, read_chunk,
+                               rollout, run_online, score, source_files, split_corpus, stdlib_root,
+                               synthetic_episodes, train_policy)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return AutoTokenizer.from_pretrained(default_model_dir())
+
+
+@pytest.fixture(scope="module")
+def split():
+    return split_corpus(source_files(), seed=0, root=stdlib_root())
+
+
+def lact(tok, seed=0):
+    "A real LaCT strategy on a real tiny Llama."
+    model = tiny_llama(vocab_size=len(tok), hidden=64, layers=2, seed=seed)
+    return LaCTUpdater(model, LearningConfig(strategy="lact", learning_rate=3e-2, precision="fp32"), LaCTConfig(last_k=1))
+
+
+def test_user_errors_are_typed():
+    for bad in (0, -2, float("inf"), 0.5):
+        with pytest.raises(BudgetError): check_budget(bad)
+    with pytest.raises(UnknownActionError, match="UPDATE_4"): parse_action("UPDATE_8")
+    with pytest.raises(UnknownActionError): parse_action(True)
+    with pytest.raises(EmptyCorpusError): split_corpus(["a.py"])
+    assert all(issubclass(e, TTTLabError) for e in (BudgetError, UnknownActionError, EmptyCorpusError, CacheMismatchError))
+
+
+def test_empty_corpus_folder(tmp_path):
+    (tmp_path / "tiny.py").write_text("x = 1\n")  # below the size window
+    with pytest.raises(EmptyCorpusError, match="no \\*.py files"): source_files(tmp_path)
+
+
+def test_split_is_by_file_and_seeded(split):
+    files = source_files()
+    assert split == split_corpus(files[::-1], seed=0, root=stdlib_root())
+    assert not set(split.train) & set(split.test) and not set(split.val) & set(split.test)
+    assert len(split.train) + len(split.val) + len(split.test) == len(files)
+
+
+def test_cached_outcomes_equal_online_with_reset(tok, split):
+    "The cache is exactly online TTT when the weights reset after every decision."
+    path = split.train[1]
+    rec = file_outcomes(lact(tok), tok, path, chunk_size=48, max_chunks=5, precision="fp32")
+    for plan in ([0, 1, 2, 3], [3, 3, 0, 1]):
+        it = iter(plan)
+        on = run_online(lact(tok), tok, path, lambda o, al: torch.tensor([next(it)]), budget=12, chunk_size=48,
+                        max_chunks=5, carry=False, guard=False, precision="fp32")
+        assert on.loss == [float(rec.outcome[i, a]) for i, a in enumerate(plan)]
+        assert np.array_equal(np.array(on.static, np.float32), rec.features)
+    carried = run_online(lact(tok), tok, path, fixed_chooser("UPDATE_2"), budget=5, chunk_size=48, max_chunks=5,
+                         precision="fp32")
+    assert carried.loss[0] == rec.outcome[0, 2] and not np.allclose(carried.loss[1:], rec.outcome[1:, 2])
+
+
+def test_cache_survives_restart_and_resumes(tok, split, tmp_path):
+    small = split.head(2, 1, 1)
+    settings = CacheSettings(model="tiny", strategy="lact", chunk_size=48, max_chunks=3, precision="fp32", split=small)
+    build_cache(lact(tok), tok, OutcomeCache(tmp_path, settings.model_copy(update=dict(split=small.head(1, 1, 1)))),
+                progress=False)
+    first = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.npz")}
+    assert len(first) == 3
+    cache = build_cache(lact(tok), tok, OutcomeCache(tmp_path, settings), progress=False)  # a larger split: resumes
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.npz") if p.name in first} == first
+    reopened = OutcomeCache(tmp_path)
+    assert reopened.settings == settings
+    a, b = reopened.get(small.train[1]), cache.get(small.train[1])
+    assert np.array_equal(a.outcome, b.outcome) and np.array_equal(a.features, b.features)
+    with pytest.raises(CacheMismatchError, match="chunk_size"):
+        OutcomeCache(tmp_path, settings.model_copy(update=dict(chunk_size=64)))
+    with pytest.raises(CacheMismatchError, match="build-cache"): OutcomeCache(tmp_path / "nothing")
+
+
+def test_features_on_tiny_model_match_a_plain_forward(tok):
+    model = tiny_llama(vocab_size=len(tok), hidden=64, layers=2, seed=1)
+    ids = torch.tensor([tok("def f(x):\n    return x * 2\n" * 8)["input_ids"][:64]])
+    loss, feats = read_chunk(model, ids, precision="fp32")
+    assert len(feats) == 14 and all(math.isfinite(f) for f in feats)
+    assert abs(loss - model(input_ids=ids, labels=ids).loss.item()) < 1e-4
+    assert 0 < feats[10] <= 1 + 1e-6  # attention entropy, normalised
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.floats(1.0, 12.0))
+def test_oracle_is_optimal_and_within_budget(seed, budget):
+    eps = synthetic_episodes(2, 3, seed=seed, hard_share=0.5)
+    eps.outcome += 0.01 * torch.rand(eps.outcome.shape, generator=torch.Generator().manual_seed(seed))  # break ties
+    orc = score(eps, oracle_actions(eps, budget), "oracle")
+    g = eps.gain()[eps.mask].numpy()
+    brute = max(sum(g[i, a] for i, a in enumerate(s)) for s in itertools.product(range(4), repeat=6)
+                if sum(COSTS[a] for a in s) <= budget * 6 + 1e-9)
+    assert orc.cost <= budget + 1e-9 and abs(orc.gain - brute / 6) < 1e-5  # score() reports the mean gain
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.floats(1.0, 6.0))
+def test_guard_never_overspends(seed, budget):
+    eps = synthetic_episodes(8, 5, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    ro = rollout(eps, lambda o, al: torch.randint(0, 4, (len(o),), generator=g), budget, guard=True)
+    per_file = ro.cost.sum(1) / eps.lengths
+    assert (per_file <= budget + 1e-6).all()
+
+
+def test_random_baseline_spends_the_budget_in_expectation():
+    eps = synthetic_episodes(200, 6, seed=0)
+    assert abs(score(eps, random_actions(eps, 2.0), "random").cost - 2.0) < 0.1
+
+
+def test_pid_lagrangian_rises_and_drains():
+    pid = PIDLagrangian(kp=0.5, ki=0.2, kd=1.0)
+    lams = [pid.update(4.0, 2.0) for _ in range(10)]
+    assert lams[-1] > lams[0] > 0
+    for _ in range(100): lam = pid.update(1.0, 2.0)
+    assert lam == 0.0
+
+
+def test_policy_learns_the_rule_within_budget():
+    train, val, test = (synthetic_episodes(n, 6, seed=s) for n, s in ((60, 0), (30, 1), (60, 2)))
+    tp = train_policy(train, val, PPOConfig(budget=1.5, iterations=40, repeats=4), progress=False)
+    rows = {r.method: r for r in compare_methods(train, test, 1.5, tp.policy)}
+    free = rows["policy (no guard)"]
+    assert free.cost <= 1.5 * 1.05, free
+    assert free.recovery > 0.5 and free.gain > rows["random @ budget"].gain, free
+    assert rows["policy (guard)"].cost <= 1.5 + 1e-9
+
+
+def test_cli_end_to_end(tok, tmp_path):
+    model = tiny_llama(vocab_size=len(tok), hidden=64, layers=4, seed=0)
+    model.save_pretrained(tmp_path / "tiny"); tok.save_pretrained(tmp_path / "tiny")
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main([*args, "--cache", str(tmp_path / "cache"), "--json"])
+        return rc, out.getvalue().strip().splitlines(), err.getvalue()
+
+    rc, out, _ = run("build-cache", "--model", str(tmp_path / "tiny"), "--files", "3", "1", "2", "--chunk-size", "48",
+                     "--max-chunks", "3", "--precision", "fp32", "--lr", "3e-2")
+    assert rc == 0 and json.loads(out[-1])["decisions"]["test"] > 0
+    rc, out, _ = run("train", "--budget", "2", "--iterations", "4", "--repeats", "2")
+    assert rc == 0 and (tmp_path / "cache" / "policy-b2.pt").exists()
+    rc, out, _ = run("eval", "--budget", "2")
+    table = json.loads(out[-1])
+    names = [m["method"] for m in table["methods"]]
+    assert rc == 0 and names[0] == "No-TTT (SKIP)" and names[-1] == "oracle" and "policy (guard)" in names
+    assert all({"cost", "loss", "recovery"} <= set(m) for m in table["methods"])
+    for args, msg in ((("train", "--budget", "0"), "positive"), (("eval", "--budget", "0.5"), "below the cost"),
+                      (("eval", "--budget", "2", "--policy", str(tmp_path / "none.pt")), "no policy")):
+        rc, _, err = run(*args)
+        assert rc == 2 and msg in err, err
+
+
+@pytest.mark.slow
+def test_features_on_the_default_model():
+    "The 14 model features on SmolLM2-135M, and their overhead over the plain reading pass."
+    from tttlab.models import load_lm
+    model, tok = load_lm()
+    text = (stdlib_root() / "json" / "decoder.py").read_text()
+    ids = tok(text)["input_ids"]
+    chunks = [torch.tensor([ids[i:i + 128]]) for i in range(0, 384, 128)]
+    loss, feats = read_chunk(model, chunks[0])
+    assert 0 < loss < 6 and len(feats) == 14 and all(math.isfinite(f) for f in feats)
+    ov = feature_overhead(model, chunks, repeats=1)
+    assert ov["plain_s"] > 0 and ov["features_s"] > 0
+    print(ov)
