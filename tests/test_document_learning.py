@@ -60,7 +60,7 @@ def test_lact_learns_a_three_chunk_document_and_resets_exactly(lm):
 def test_ttt_linear_strategy_lowers_the_loss_and_resets_exactly(lm):
     model, tok = lm
     ids = tok(TEXT[:400], return_tensors="pt").input_ids
-    st = TTTLinearStrategy(model, LearningConfig(strategy="ttt-linear", learning_rate=3e-3), TTTConfig(last_k=2))
+    st = TTTLinearStrategy(model, LearningConfig(strategy="ttt-linear", learning_rate=1e-3), TTTConfig(last_k=2))
     before = lm_text_loss(model, tok)
     losses = [st.learn_chunk(ids) for _ in range(3)]
     assert losses[-1] < losses[0]
