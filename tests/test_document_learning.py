@@ -70,7 +70,7 @@ def test_ttt_linear_strategy_lowers_the_loss_and_resets_exactly(lm):
 def test_naive_lora_peer_learns_and_resets(lm):
     model, tok = lm
     ids = tok(TEXT, return_tensors="pt").input_ids
-    peer = NaiveLoRA(model, steps=3)
+    peer = NaiveLoRA(model, steps=2)
     before = lm_text_loss(model, tok)
     peer.learn_chunk(ids)
     assert peer.weight_delta() > 0 and lm_text_loss(model, tok) != before
@@ -81,7 +81,7 @@ def test_recall_cli_json_line(tmp_path, capsys):
     (tmp_path / "doc.txt").write_text(TEXT)
     (tmp_path / "qa.json").write_text(json.dumps({"qa": [
         {"question": "Who built the Varnholm lighthouse?", "answers": ["Ebba Skarrow"], "cloze": "The Varnholm lighthouse was built in 1861 by the stonemason"}]}))
-    assert main([str(tmp_path / "doc.txt"), str(tmp_path / "qa.json"), "--epochs", "2", "--no-in-context", "--json"]) == 0
+    assert main([str(tmp_path / "doc.txt"), str(tmp_path / "qa.json"), "--epochs", "1", "--no-in-context", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["retention_loss_after_reset"] == out["retention_loss_before"]
     assert 0 <= out["cloze_ttt"] <= 1 and out["learn_seconds"] > 0 and out["peak_rss_mb"] > 0
@@ -99,3 +99,15 @@ def test_demo_prints_side_by_side_answers_and_metrics(tmp_path, capsys):
     assert demo(["--model", str(tmp_path / "tiny")]) == 0
     out = capsys.readouterr().out
     assert "TTT (learned, context cleared)" in out and "QA correct" in out and "retention" in out
+
+@pytest.mark.parametrize("strategy", ["lora", "ttt-linear", "naive-lora"])
+def test_every_strategy_runs_the_recall_cli(tmp_path, capsys, strategy):
+    from tttlab.models import tiny_llama
+    _, tok = load_lm()
+    tiny_llama(vocab_size=len(tok), hidden=64, layers=4).save_pretrained(tmp_path / "tiny"); tok.save_pretrained(tmp_path / "tiny")
+    (tmp_path / "doc.txt").write_text(TEXT)
+    (tmp_path / "qa.json").write_text(json.dumps([{"question": "Who built it?", "answers": ["Ebba Skarrow"], "cloze": "built in 1861 by"}]))
+    argv = [str(tmp_path / "doc.txt"), str(tmp_path / "qa.json"), "--strategy", strategy, "--model", str(tmp_path / "tiny"), "--epochs", "1", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["retention_loss_after_reset"] == out["retention_loss_before"] and out["learn_seconds"] > 0

@@ -7,7 +7,6 @@ import pytest
 
 from tttlab.app import Session
 from tttlab.document import PDFParser, sample_pdf_path, sample_questions
-from tttlab.recall import RECALL_CONFIGS
 
 pytestmark = pytest.mark.slow
 
@@ -19,11 +18,11 @@ def peak_rss_mb() -> float:
 def test_sample_pdf_learned_then_answered_with_default_model():
     pdf = sample_pdf_path().read_bytes()
     text, pages = PDFParser().parse(pdf)
-    s = Session(None, "lact", RECALL_CONFIGS["lact"].model_copy(update={"chunk_size": 256}))  # tuned settings, 3 chunks
+    s = Session(None, "lact")  # the default model, LaCT with its tuned settings (RECALL_CONFIGS)
     doc = s.load(sample_pdf_path())
     assert (doc.page_count, doc.text) == (pages, text)
     assert sum((c.token_ids for c in doc.chunks), []) == s.tokenizer(text, add_special_tokens=False).input_ids
-    assert len(doc.chunks) >= 2
+    assert len(doc.chunks) >= 1 and all(c.n_tokens <= s.config.chunk_size for c in doc.chunks)
 
     stamps = []
     t0 = time.perf_counter()
@@ -34,8 +33,8 @@ def test_sample_pdf_learned_then_answered_with_default_model():
 
     rows = []
     for q in sample_questions():
-        for prompt in (q.question, q.cloze):
-            r = s.ask(prompt, max_tokens=24)
+        for prompt, n in ((q.question, 24), (q.cloze, 8)):
+            r = s.ask(prompt, max_tokens=n)
             rows.append((prompt, q.is_correct(r.ttt.text), q.is_correct(r.base.text), r.ttt.text, r.base.text))
     print(f"\n{doc.n_tokens} tokens in {len(doc.chunks)} chunks; loss {m.initial_loss:.3f} -> {m.final_loss:.3f}; "
           f"{m.tokens_per_s:,.0f} tokens/s; seconds per chunk: mean {sum(per_chunk) / len(per_chunk):.2f}, "

@@ -519,7 +519,7 @@ def smoke_test(arch: Arch, # which model
         named = list(model.named_parameters())
         missing = [n for n, p in named if p.grad is None]
         bad = [n for n, p in named if p.grad is not None and not torch.isfinite(p.grad).all()]
-        return SmokeResult(arch=arch, ok=not missing and not bad, loss=float(loss), params=n_params(model),
+        return SmokeResult(arch=arch, ok=not missing and not bad, loss=loss.item(), params=n_params(model),
                            missing_grads=missing, bad_grads=bad, seconds=time.perf_counter() - t0)
     except Exception as e:  # a crash is a failed smoke test, reported, not raised
         return SmokeResult(arch=arch, ok=False, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)

@@ -17,7 +17,8 @@ from torch import nn
 
 from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, TTTLabError, TTTStrategy,
                            compute_dtype)
-from .ttt_linear import PrefixCache, TTTLinearStrategy, decoder_layers, finite, generate_text, lm_loss, resolve_layers
+from .ttt_linear import (LossScale, PrefixCache, TTTLinearStrategy, decoder_layers, finite, generate_text, lm_loss,
+                               resolve_layers)
 
 # %% auto #0
 __all__ = ['MLP_MATRICES', 'newton_schulz', 'context_windows', 'LaCTConfig', 'LaCTUpdater', 'EmptyDocumentError',
@@ -77,6 +78,7 @@ class LaCTUpdater:
         self.initial = [p.detach().clone() for p in self.params]
         self.row_norms = [p.norm(dim=1, keepdim=True) for p in self.initial]
         self.cache = PrefixCache(model, self.layer_ids[0], self.config.precision)
+        self.scaler = LossScale(compute_dtype(self.cache.device, self.config.precision) == torch.float16)
         self.skipped_updates, self._bad, self.passes = 0, False, {}
 
     def loss(self, input_ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -90,7 +92,7 @@ class LaCTUpdater:
         key = tuple(input_ids.shape) + (int(input_ids.sum()),)
         passes = self.passes[key] = self.passes.get(key, -1) + 1  # alternate the window cuts from pass to pass
         loss = self.loss(input_ids, offset=(self.lact.context or 0) // 2 * (passes % 2))
-        if finite(loss): loss.backward()
+        if finite(loss): self.scaler.backward(loss)
         else: self._bad = True
         return float(loss.detach())
 
@@ -98,7 +100,7 @@ class LaCTUpdater:
     def apply_update(self) -> bool:
         "Take one step with the accumulated gradient; False (and nothing changes) when it was NaN or Inf."
         grads = [p.grad for p in self.params]
-        ok = not self._bad and all(g is not None for g in grads) and finite(*grads)
+        ok = not self._bad and all(g is not None for g in grads) and self.scaler.unscale(self.params)
         if ok:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
             for p, g, n0 in zip(self.params, grads, self.row_norms):
@@ -148,7 +150,7 @@ class LaCTUpdater:
 
     def weight_delta(self) -> float:
         "Norm of the change of the fast weights since the start."
-        return sum(float((p - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial)) ** 0.5
+        return sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial)) ** 0.5
 
 # %% ../nbs/03_lact.ipynb #bd89753f
 class EmptyDocumentError(TTTLabError):

@@ -92,7 +92,7 @@ class NaiveLoRA:
 
     def weight_delta(self) -> float:
         "Norm of the change of the adapter weights."
-        return sum(float((p - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial)) ** 0.5
+        return sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial)) ** 0.5
 
 # %% ../nbs/07a_recall.ipynb #1ef25816
 class UnknownStrategyError(TTTLabError):
@@ -116,8 +116,8 @@ def make_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lora
     if name == "lact": return LaCTUpdater(model, config)
     if name == "ttt-linear": return TTTLinearStrategy(model, config)
     if name == "naive-lora": return NaiveLoRA(model, config, lr=config.learning_rate)
-    from tttlab.lora import LoRAStrategy  # a sibling on the same floor, imported only when asked for
-    return LoRAStrategy(model, config)
+    from tttlab.lora import LoRAConfig, LoRAStrategy  # a sibling on the same floor, imported only when asked for
+    return LoRAStrategy(model, config, LoRAConfig(r=16, include_mlp=True, steps_per_chunk=4))
 
 # %% ../nbs/07a_recall.ipynb #c86eb843
 class QAFileError(TTTLabError):
@@ -307,7 +307,7 @@ def demo(argv: list[str] | None = None) -> int:
     print(f"\n{'question':{w}} | {'TTT (learned, context cleared)':{w}} | {'base (same weights, learning off)':{w}}")
     print("-" * (3 * w + 6))
     for r in qa + cloze:
-        prompt = r.question.question if r in qa else f"…{r.question.cloze}"
+        prompt = r.question.question if r in qa else f"…{r.question.cloze[-(w - 2):]}"
         cells = [prompt, ("✓ " if r.ttt_correct else "✗ ") + r.ttt.text, ("✓ " if r.base_correct else "✗ ") + r.base.text]
         print(" | ".join(f"{c.replace(chr(10), ' ')[:w]:{w}}" for c in cells))
     n_ok = lambda rs, f: f"{sum(map(f, rs))}/{len(rs)}"

@@ -17,11 +17,11 @@ from pydantic import Field, PositiveInt
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .models import LabModel, LearningConfig, TTTLabError, autocast, load_lm, pick_device
+from .models import LabModel, LearningConfig, TTTLabError, autocast, compute_dtype, load_lm
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'finite', 'TTTLinearStrategy']
+           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'finite', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -273,6 +273,22 @@ def finite(*tensors: torch.Tensor) -> bool:
     "True when every tensor given is free of NaN and Inf."
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
 
+class LossScale:
+    "Dynamic loss scaling for fp16 autocast (a T4): scale the loss up before backward, unscale, halve on overflow."
+    def __init__(self, enabled: bool, init: float = 2.0 ** 16):
+        self.enabled, self.scale = enabled, init if enabled else 1.0
+
+    def backward(self, loss: torch.Tensor) -> None: (loss * self.scale).backward()
+
+    @torch.no_grad()
+    def unscale(self, params: list[torch.Tensor]) -> bool:
+        "Divide the gradients by the scale; False (and a halved scale) when any is NaN or Inf."
+        grads = [p.grad for p in params if p.grad is not None]
+        for g in grads: g /= self.scale
+        ok = bool(grads) and finite(*grads)
+        if not ok and self.enabled: self.scale /= 2
+        return ok
+
 class TTTLinearStrategy:
     "Learn chunks with the TTT-Linear layers of a `TTTModel`: inner-loop state plus an outer Adam step."
     def __init__(self,
@@ -288,6 +304,7 @@ class TTTLinearStrategy:
         self.initial = [p.detach().clone() for p in self.params]
         self.cache = PrefixCache(self.model, self.ttt_model.layer_ids[0], self.config.precision)
         self.opt = torch.optim.Adam(self.params, lr=self.config.learning_rate)
+        self.scaler = LossScale(compute_dtype(self.cache.device, self.config.precision) == torch.float16)
         self.skipped_updates = 0
 
     def _state(self): return [(t.W_h, t.b_h) for t in self.ttt_model.ttt_layers]
@@ -301,8 +318,8 @@ class TTTLinearStrategy:
             with self.cache.autocast(): loss = lm_loss(self.model, self.cache.suffix(h, pe), input_ids)
         finally: self.ttt_model.learning = False
         self.opt.zero_grad(set_to_none=True)
-        if finite(loss): loss.backward()
-        if not finite(loss, *(p.grad for p in self.params)):
+        if finite(loss): self.scaler.backward(loss)
+        if not (finite(loss) and self.scaler.unscale(self.params)):
             for t, (W, b) in zip(self.ttt_model.ttt_layers, saved): t.W_h, t.b_h = W, b
             self.skipped_updates += 1
             return float(loss.detach())
@@ -324,5 +341,5 @@ class TTTLinearStrategy:
 
     def weight_delta(self) -> float:
         "Norm of the change of every learned tensor: outer parameters and `W_h` states."
-        outer = sum(float((p - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial))
+        outer = sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial))
         return (outer + sum(t.get_weight_delta() ** 2 for t in self.ttt_model.ttt_layers)) ** 0.5
