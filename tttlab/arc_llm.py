@@ -20,7 +20,7 @@ import torch
 from pydantic import Field, PositiveInt
 from tqdm.auto import tqdm
 
-from .models import TTTLabError, LabModel, LearningConfig, Precision, autocast, load_lm, pick_device
+from .models import TTTLabError, LabModel, LearningConfig, Precision, autocast, cache_dir, load_lm
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
                              tasks_from_args, run_solver, load_tasks, task_solved, MAX_SIDE)
 
@@ -407,7 +407,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tttlab arc finetune", description=finetune_main.__doc__)
     p.add_argument("--dataset", choices=("arcagi", "arcagi2"), default="arcagi", help="training split of this dataset")
     p.add_argument("--model", default=None, help="HF id or folder (default: the lab's default model)")
-    p.add_argument("--out", type=Path, default=default_adapter_dir(), help="adapter folder to write")
+    p.add_argument("--out", type=Path, default=cache_dir() / "arc_lora", help="adapter folder to write (use it with --adapter)")
     p.add_argument("--seconds", type=float, default=1200.0, help="training time budget")
     p.add_argument("--rank", type=int, default=8); p.add_argument("--alpha", type=float, default=16.0)
     p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--max-tokens", type=int, default=512)
