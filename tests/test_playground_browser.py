@@ -169,6 +169,9 @@ def drive_playground(page, url: str, out: Path):
     page.get_by_role("button", name="Ask").click()
     page.get_by_text("After learning (TTT)").first.wait_for(timeout=120_000)
     assert page.get_by_text("Base model").count() >= 1
+    page.get_by_placeholder(re.compile("^Ask a question")).fill(sample_questions()[1].cloze)
+    page.get_by_role("button", name="Ask").click()
+    page.get_by_text("Earlier questions").wait_for(timeout=120_000)  # the first answer moved to the history
     assert page.locator(".tttlab-msg-error").count() == 0
     page.screenshot(path=str(out / "playground_lab.png"))
     page.locator(".jp-OutputArea-output").first.screenshot(path=str(out / "playground.png"))
