@@ -73,7 +73,7 @@ class NaiveLoRA:
             loss = self.model(ids, labels=ids).loss
             self.opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss): self.skipped_updates += 1; continue
-            loss.backward(); self.opt.step(); losses.append(float(loss))
+            loss.backward(); self.opt.step(); losses.append(float(loss.detach()))
         return losses[0] if losses else float("nan")
 
     @torch.no_grad()
