@@ -17,7 +17,7 @@ from torch import nn
 
 from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, TTTLabError, TTTStrategy,
                            compute_dtype)
-from .ttt_linear import (LossScale, PrefixCache, TTTLinearStrategy, decoder_layers, finite, generate_text, lm_loss,
+from .ttt_linear import (LossScale, PrefixCache, TTTLinearStrategy, decoder_layers, finite, weight_change, generate_text, lm_loss,
                                resolve_layers)
 
 # %% auto #0
@@ -150,7 +150,7 @@ class LaCTUpdater:
 
     def weight_delta(self) -> float:
         "Norm of the change of the fast weights since the start."
-        return sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial)) ** 0.5
+        return weight_change(self.params, self.initial)
 
 # %% ../nbs/03_lact.ipynb #bd89753f
 class EmptyDocumentError(TTTLabError):

@@ -984,7 +984,7 @@ def pareto_figure(results: dict[float, Sequence[MethodResult]], # budget -> resu
 
 # %% ../nbs/05_policy_ppo.ipynb #d7b6024b
 def make_strategy(model: nn.Module, # the causal LM to adapt
-                  name: str = "lact", # 'lact', 'lora', 'naive-lora' or 'ttt-linear'
+                  name: str = "lact", # 'lact', 'lora' or 'ttt-linear'
                   learning_rate: float = 3e-3, # inner step size
                   chunk_size: int = 256, # tokens per chunk
                   precision: Precision = "auto", # autocast precision
@@ -996,7 +996,7 @@ def make_strategy(model: nn.Module, # the causal LM to adapt
     if name == "lact":
         from tttlab.lact import LaCTConfig, LaCTUpdater
         return LaCTUpdater(model, cfg, LaCTConfig(last_k=last_k))
-    if name in ("lora", "naive-lora"):
+    if name == "lora":
         from tttlab.lora import LoRAConfig, LoRAStrategy
         n = model.config.num_hidden_layers
         return LoRAStrategy(model, cfg, LoRAConfig(r=lora_rank, layers=list(range(max(0, n - last_k), n))))
@@ -1018,7 +1018,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--chunk-size", type=int, default=128)
     b.add_argument("--max-chunks", type=int, default=4)
     b.add_argument("--model", default=None, help="model name or folder (default: the offline default)")
-    b.add_argument("--strategy", default="lora", choices=["lact", "lora", "naive-lora", "ttt-linear"])
+    b.add_argument("--strategy", default="lora", choices=["lact", "lora", "ttt-linear"])
     b.add_argument("--lr", type=float, default=3e-3)
     b.add_argument("--lora-rank", type=int, default=8)
     b.add_argument("--last-k", type=int, default=4, help="adapt only the last k blocks")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .document import load_document, sample_pdf_path, sample_questions
 from .lact import Generator, LaCTUpdater, TTTTrainer
 from .models import Answer, ComparisonResult, LearningConfig, Question, Strategy, TTTLabError, TTTStrategy, load_lm
-from .ttt_linear import TTTLinearStrategy, decoder_layers, generate_text
+from .ttt_linear import TTTLinearStrategy, decoder_layers, generate_text, weight_change
 
 # %% auto #0
 __all__ = ['PROJECTIONS', 'RECALL_CONFIGS', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'LoRALinear', 'NaiveLoRA', 'UnknownStrategyError',
@@ -92,7 +92,7 @@ class NaiveLoRA:
 
     def weight_delta(self) -> float:
         "Norm of the change of the adapter weights."
-        return sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial)) ** 0.5
+        return weight_change(self.params, self.initial)
 
 # %% ../nbs/07a_recall.ipynb #1ef25816
 class UnknownStrategyError(TTTLabError):

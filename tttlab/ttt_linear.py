@@ -21,7 +21,8 @@ from .models import LabModel, LearningConfig, TTTLabError, autocast, compute_dty
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'finite', 'LossScale', 'TTTLinearStrategy']
+           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'weight_change', 'finite', 'LossScale',
+           'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -269,6 +270,12 @@ def lm_loss(model: nn.Module,  # the causal LM whose output head scores the toke
     return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
 
 # %% ../nbs/02_ttt_linear.ipynb #119e7032
+def weight_change(params: list[torch.Tensor],  # the learned tensors now
+                  initial: list[torch.Tensor],  # the same tensors before learning
+                 ) -> float:
+    "Euclidean norm of the change of `params` since `initial`."
+    return sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(params, initial)) ** 0.5
+
 def finite(*tensors: torch.Tensor) -> bool:
     "True when every tensor given is free of NaN and Inf."
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
@@ -341,5 +348,5 @@ class TTTLinearStrategy:
 
     def weight_delta(self) -> float:
         "Norm of the change of every learned tensor: outer parameters and `W_h` states."
-        outer = sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(self.params, self.initial))
+        outer = weight_change(self.params, self.initial) ** 2
         return (outer + sum(t.get_weight_delta() ** 2 for t in self.ttt_model.ttt_layers)) ** 0.5
