@@ -86,11 +86,15 @@ def test_adapter_reset_between_tasks_and_shared_adapter(tok, small):
 def test_solve_main_any_model_folder(tmp_path, tok):
     folder = tmp_path / "tiny"
     tiny_llama(vocab_size=len(tok)).save_pretrained(folder); tok.save_pretrained(folder)
-    lines = []
+    lines, log = [], tmp_path / "tasks.jsonl"
     assert solve_main(["--smallest", "2", "--model", str(folder), "--adapter", "none", "--cap", "2", "--epochs", "1",
-                       "--views", "2", "--json"], out=lines.append) == 0
+                       "--views", "2", "--json", "--log", str(log)], out=lines.append) == 0
     s = json.loads(lines[-1])
     assert s["tasks"] == 2 and s["ttt_steps"] == 4 and s["crashes"] == 0 and {"pass_at_2", "seconds_per_task", "single_view_solved"} <= set(s)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [t.id for t in smallest_tasks(load_tasks("evaluation"), 2)]
+    assert sum(r["solved"] for r in rows) == s["solved"] and sum(r["single_view_solved"] for r in rows) == s["single_view_solved"]
+    assert all(r["ttt_steps"] == 2 and r["seconds"] >= r["predict_seconds"] > 0 for r in rows)
 
 @pytest.mark.slow
 def test_shipped_adapter_writes_grids(small):

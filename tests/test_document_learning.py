@@ -7,7 +7,8 @@ import torch
 from tttlab.document import load_document, sample_pdf_path
 from tttlab.lact import Generator, LaCTConfig, LaCTUpdater, TTTTrainer
 from tttlab.models import LearningConfig, load_lm
-from tttlab.recall import NaiveLoRA, lm_text_loss, main
+from tttlab.lora import NaiveLoRA
+from tttlab.recall import lm_text_loss, main
 from tttlab.ttt_linear import TTTConfig, TTTLinearStrategy, TTTModel
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from .document import load_document, sample_pdf_path, sample_questions
 from .lact import Generator, TTTTrainer
 from .models import (DEFAULT_MODEL, ComparisonResult, Document, DocumentConstraints, LearningConfig,
                            LearningMetrics, Question, TTTLabError, load_lm, tiny_llama)
-from .recall import RECALL_CONFIGS, make_strategy
+from .recall import RECALL_CONFIGS, recall_strategy
 
 # %% auto #0
 __all__ = ['TINY_MODEL', 'T4_MODEL', 'MODEL_CHOICES', 'STRATEGIES', 'byte_tokenizer', 'load_model', 'tuned_config', 'Session',
@@ -103,16 +103,16 @@ class Session:
         if key == self._loaded_key: return
         self.model = self.strategy = None
         self.model, self.tokenizer = self.loader(self.model_name)
-        self.strategy = make_strategy(self.strategy_name, self.model, self.config.model_copy(update={"strategy": self.strategy_name}))
+        self.strategy = recall_strategy(self.strategy_name, self.model, self.config.model_copy(update={"strategy": self.strategy_name}))
         self._loaded_key, self.metrics, self.context_cleared = key, None, False
 
     def _read(self) -> Document:
         "Read and chunk the current source with the current tokenizer and chunk size."
         self._ensure_model()
-        key = (self.model_name, self.config.chunk_size)
+        key = (self.model_name, self.config.chunk_size, tuple(self.config.views))
         if self.document is None or key != self._doc_key:
             self.document = load_document(self._source, self.tokenizer, self.config.chunk_size, self.constraints,
-                                          name=self._source_name)
+                                          name=self._source_name, views=self.config.views)
             self._doc_key = key
         return self.document
 

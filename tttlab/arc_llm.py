@@ -440,7 +440,14 @@ def solve_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
     p.add_argument("--bits", type=int, choices=(4, 8), default=None, help="load the base model quantized (bitsandbytes, CUDA)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+    p.add_argument("--log", type=Path, default=None, help="append one JSON line per task as it finishes, so a partial run is kept")
     return p
+
+def _single_view_solved(views: list[list[Grid | None]], # per test input, every view's prediction, the identity first
+                        task: Task, # the task, with its test outputs
+                       ) -> bool:
+    "Whether the identity view alone (plain greedy decoding) solves `task`."
+    return task_solved([[v[0]] if v and v[0] is not None else [] for v in views], task.test_outputs)
 
 def solve_main(argv: list[str] | None = None, out=print) -> int:
     "`tttlab arc solve --method llm-ttt`: solve ARC tasks and print per-task lines and a summary."
@@ -453,10 +460,20 @@ def solve_main(argv: list[str] | None = None, out=print) -> int:
     model, tok = load_arc_model(args.model, None if args.adapter == "none" else args.adapter, args.device, args.bits)
     solver = ArcLLMSolver(model, tok, cfg)
     solver.prepare(tasks)
-    summary = run_solver(solver, tasks, name="llm-ttt", progress=not args.quiet, out=out,
+
+    def solve(task: Task) -> Solution:
+        "The solver, appending the task's result to `--log` when one is given."
+        t0, sol = time.perf_counter(), solver(task)
+        if args.log is not None:
+            row = {"id": task.id, "solved": task_solved(sol.attempts, task.test_outputs),
+                   "single_view_solved": _single_view_solved(solver.views[task.id], task),
+                   "seconds": round(time.perf_counter() - t0, 3)} | {k: round(v, 3) for k, v in sol.extras.items()}
+            with open(args.log, "a") as f: f.write(json.dumps(row) + "\n")
+        return sol
+
+    summary = run_solver(solve, tasks, name="llm-ttt", progress=not args.quiet, out=out,
                          extras=["ttt_steps", "ttt_seconds", "predict_seconds"])
-    summary["single_view_solved"] = sum(task_solved([[v[0]] if v and v[0] is not None else [] for v in solver.views.get(t.id, [])],
-                                                    t.test_outputs) for t in tasks)
+    summary["single_view_solved"] = sum(_single_view_solved(solver.views.get(t.id, []), t) for t in tasks)
     summary["config"] = cfg.model_dump()
     if args.json: out(json.dumps({k: v for k, v in summary.items() if k != "per_task"}))
     elif not args.quiet: out(f"solved {summary['solved']}/{summary['tasks']} (pass@2 {summary['pass_at_2']:.3f})")

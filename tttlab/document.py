@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pymupdf
 
-from .models import Document, DocumentChunk, DocumentConstraints, Question, TTTLabError, load_tokenizer
+from .models import (Document, DocumentChunk, DocumentConstraints, Question, StudyRow, TTTLabError, View,
+                           load_tokenizer)
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf', 'write_scanned_pdf', 'PDFParser',
-           'ConstraintError', 'DocumentValidator', 'is_pdf', 'decode_text', 'DocumentChunker', 'boundary_score',
-           'chunk_table', 'load_document', 'sample_pdf_path', 'sample_questions']
+__all__ = ['CHAT_PROMPT', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf', 'write_scanned_pdf',
+           'PDFParser', 'ConstraintError', 'DocumentValidator', 'is_pdf', 'decode_text', 'DocumentChunker',
+           'boundary_score', 'chunk_table', 'ViewError', 'split_sentences', 'study_views', 'load_document',
+           'sample_pdf_path', 'sample_questions']
 
 # %% ../nbs/01_document.ipynb #a620114a
 class DocumentError(TTTLabError):
@@ -209,6 +211,39 @@ def chunk_table(chunks: list[DocumentChunk],  # the chunks to describe
         return " ".join(w) if len(w) <= 2 * words else f"{' '.join(w[:words])} … {' '.join(w[-words:])}"
     return "| chunk | tokens | text |\n|---:|---:|---|\n" + "\n".join(f"| {c.index} | {c.n_tokens} | {ends(c)} |" for c in chunks)
 
+# %% ../nbs/01_document.ipynb #b3adb255
+CHAT_PROMPT = 'Tell me one fact from "{title}".'
+
+class ViewError(DocumentError):
+    "A chat template that study views cannot be made with."
+
+def split_sentences(text: str,  # any text; line breaks inside a paragraph are spaces
+                    min_words: int = 3,  # shorter pieces (page numbers, stray words) are dropped
+                   ) -> list[str]:
+    "The sentences of `text`, whitespace-normalised, cut at sentence and paragraph ends."
+    cuts = [0] + [i for i in range(1, len(text)) if text[i].isspace() and boundary_score(text, i)] + [len(text)]
+    pieces = (" ".join(text[a:b].split()) for a, b in zip(cuts, cuts[1:]))
+    return [p for p in pieces if len(p.split()) >= min_words]
+
+def study_views(text: str,  # the text to make views of (a chunk's)
+                tokenizer,  # the learning model's tokenizer
+                views: list[View],  # which views: 'sentences', 'chat'
+                title: str = "",  # the document's title, named in the chat prompt
+               ) -> list[StudyRow]:
+    "Study rows for `text`: each sentence from an empty context, and/or as a chat reply."
+    chat = "chat" in views and bool(getattr(tokenizer, "chat_template", None))  # no template: no chat questions either
+    ask = [{"role": "user", "content": CHAT_PROMPT.format(title=title or "the document")}]
+    prompt = tokenizer.apply_chat_template(ask, add_generation_prompt=True, return_dict=True)["input_ids"] if chat else []
+    rows = []
+    for sentence in split_sentences(text):
+        if "sentences" in views: rows.append(StudyRow(ids=tokenizer(sentence).input_ids))
+        if chat:
+            ids = tokenizer.apply_chat_template(ask + [{"role": "assistant", "content": sentence}], return_dict=True)["input_ids"]
+            if list(ids[:len(prompt)]) != list(prompt):
+                raise ViewError("this chat template does not begin a reply with its generation prompt; use views=['sentences']")
+            rows.append(StudyRow(ids=list(ids), prompt=len(prompt)))
+    return rows
+
 # %% ../nbs/01_document.ipynb #318a65a7
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 
@@ -218,8 +253,9 @@ def load_document(source: str | Path | bytes,  # a path to a PDF, .txt or .md fi
                   constraints: DocumentConstraints | None = None,  # limits the file must meet
                   name: str | None = None,  # name to record as the source
                   password: str | None = None,  # for an encrypted PDF
+                  views: list[View] = (),  # study views to attach to each chunk (see `study_views`)
                  ) -> Document:
-    "Read, validate, parse and chunk a document."
+    "Read, validate, parse and chunk a document, with the study views asked for."
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file(): raise DocumentError(f"no such file: {path}")
@@ -229,8 +265,9 @@ def load_document(source: str | Path | bytes,  # a path to a PDF, .txt or .md fi
     else: data = source
     text, pages = DocumentValidator().check(data, constraints, password)
     title = text.strip().split("\n", 1)[0][:200]
-    return Document(title=title, text=text, source=name or "", page_count=pages,
-                    chunks=DocumentChunker(tokenizer, chunk_size).chunk(text))
+    chunks = DocumentChunker(tokenizer, chunk_size).chunk(text)
+    for c in chunks: c.views = study_views(c.text, tokenizer, list(views), title) if views else []
+    return Document(title=title, text=text, source=name or "", page_count=pages, chunks=chunks)
 
 # %% ../nbs/01_document.ipynb #3c371051
 def sample_pdf_path() -> Path:

@@ -12,13 +12,14 @@ import time
 from typing import Callable, ContextManager
 
 import torch
-from pydantic import Field, PositiveInt
+import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 
-from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, TTTLabError, TTTStrategy,
-                           compute_dtype)
-from .ttt_linear import (LossScale, PrefixCache, TTTLinearStrategy, decoder_layers, finite, weight_change, generate_text, lm_loss,
-                               resolve_layers)
+from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, StudyRow, TTTLabError,
+                           TTTStrategy, compute_dtype)
+from .ttt_linear import (LossScale, PrefixCache, TTTLinearStrategy, decoder_layers, finite, generate_text,
+                               resolve_layers, backward_with_views, weight_change)
 
 # %% auto #0
 __all__ = ['MLP_MATRICES', 'newton_schulz', 'context_windows', 'LaCTConfig', 'LaCTUpdater', 'EmptyDocumentError',
@@ -62,6 +63,9 @@ class LaCTConfig(LabModel):
     ns_steps: PositiveInt = Field(5, description="quintic Newton-Schulz iterations")
     ns_polish: int = Field(0, ge=0, description="extra cubic iterations that make the update exactly orthogonal")
     context: PositiveInt | None = Field(128, description="tokens of context per position while learning; None: the whole chunk")
+    anchor: NonNegativeFloat = Field(0.0, description="weight of a KL penalty that keeps the model's predictions on a "
+                                     "passage of its own writing as they were (less forgetting); 0: off")
+    anchor_tokens: PositiveInt = Field(128, description="length of that passage, sampled once from the pretrained model")
 
 class LaCTUpdater:
     "Large-chunk test-time training of the last blocks' MLPs: one orthogonalised update per chunk."
@@ -79,22 +83,42 @@ class LaCTUpdater:
         self.row_norms = [p.norm(dim=1, keepdim=True) for p in self.initial]
         self.cache = PrefixCache(model, self.layer_ids[0], self.config.precision)
         self.scaler = LossScale(compute_dtype(self.cache.device, self.config.precision) == torch.float16)
-        self.skipped_updates, self._bad, self.passes = 0, False, {}
+        self.skipped_updates, self._bad, self.passes, self._anchor = 0, False, {}, None
 
     def loss(self, input_ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         "The chunk's next-token loss with the current fast weights (differentiable in them), learned in windows."
-        ids = context_windows(input_ids, self.lact.context, offset)
-        h, pe = self.cache(ids)
-        with self.cache.autocast(): return lm_loss(self.model, self.cache.suffix(h, pe), ids)
+        return self.cache.loss(context_windows(input_ids, self.lact.context, offset))
 
-    def process_chunk(self, input_ids: torch.Tensor) -> float:
-        "Apply the chunk with the current fast weights; accumulate its loss's gradient; return the loss."
+    def process_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
+        "Apply the chunk with the current fast weights; accumulate the gradient of its (and its views') loss; return the chunk's loss."
         key = tuple(input_ids.shape) + (int(input_ids.sum()),)
         passes = self.passes[key] = self.passes.get(key, -1) + 1  # alternate the window cuts from pass to pass
-        loss = self.loss(input_ids, offset=(self.lact.context or 0) // 2 * (passes % 2))
-        if finite(loss): self.scaler.backward(loss)
-        else: self._bad = True
-        return float(loss.detach())
+        chunk = self.loss(input_ids, offset=(self.lact.context or 0) // 2 * (passes % 2))
+        if not backward_with_views(self.cache, self.scaler, chunk, views): self._bad = True
+        if self.lact.anchor > 0 and not self._bad:
+            drift = self.anchor_drift()
+            if finite(drift): self.scaler.backward(self.lact.anchor * drift)
+            else: self._bad = True
+        return float(chunk.detach())
+
+    def anchor_drift(self) -> torch.Tensor:
+        "Mean per-token KL from the pretrained model's predictions to the current ones, on the anchor passage."
+        if self._anchor is None:  # made on first use, so its cost counts as learning time
+            with torch.no_grad(), self.disabled():
+                start = self.model.config.bos_token_id if self.model.config.bos_token_id is not None else 0
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.config.seed)
+                    ids = self.model.generate(torch.tensor([[start]], device=self.cache.device), do_sample=True,
+                                              max_new_tokens=self.lact.anchor_tokens, min_new_tokens=self.lact.anchor_tokens,
+                                              top_k=None, top_p=None, pad_token_id=start)
+                self._anchor = (ids, self._log_probs(ids))
+        ids, base = self._anchor
+        return F.kl_div(self._log_probs(ids), base, log_target=True, reduction="sum") / ids.shape[1]
+
+    def _log_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        "Next-token log-probabilities of the model as it is, over `ids`, in fp32."
+        h, pe = self.cache(ids)
+        with self.cache.autocast(): return F.log_softmax(self.model.lm_head(self.cache.suffix(h, pe)).float(), -1)
 
     @torch.no_grad()
     def apply_update(self) -> bool:
@@ -117,9 +141,9 @@ class LaCTUpdater:
         dt = torch.bfloat16 if self.cache.device.type == "cpu" and compute_dtype(self.cache.device, self.config.precision) == torch.bfloat16 else torch.float32
         return newton_schulz(g, self.lact.ns_steps, self.lact.ns_polish, dt)
 
-    def learn_chunk(self, input_ids: torch.Tensor) -> float:
-        "Apply the chunk, then update on it; return its loss before the update."
-        loss = self.process_chunk(input_ids)
+    def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
+        "Apply the chunk, then update on it and its study views; return its loss before the update."
+        loss = self.process_chunk(input_ids, views)
         self.apply_update()
         return loss
 
@@ -196,10 +220,11 @@ class TTTTrainer:
         "Learn every chunk of `document`, `epochs` times; return what was measured."
         if not document.chunks: raise EmptyDocumentError("the document has no chunks; chunk it first (load_document does)")
         chunks = [torch.tensor([c.token_ids]) for c in document.chunks]
+        views = [c.views for c in document.chunks]  # passed only when a chunk has some, so older strategies still fit
         total, tracker = len(chunks) * self.config.epochs, MetricsTracker()
         for step in range(total):
-            ids = chunks[step % len(chunks)]
-            with tracker.timed(): loss = self.strategy.learn_chunk(ids)
+            ids, v = chunks[step % len(chunks)], views[step % len(chunks)]
+            with tracker.timed(): loss = self.strategy.learn_chunk(ids, v) if v else self.strategy.learn_chunk(ids)
             tracker.record(loss, ids.shape[1])
             if callback is not None: callback(step, total, loss)
         finals = [chunk_loss(self.strategy, c) for c in chunks]

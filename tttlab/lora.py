@@ -28,21 +28,24 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from pydantic import Field, NonNegativeFloat, PositiveInt
 from tqdm.auto import tqdm
 
 import tttlab
-from .models import (LabModel, LearningConfig, LearningMetrics, Precision, TTTLabError, autocast,
-                           compute_dtype, default_model_dir, load_lm, pick_device)
+from .lact import LaCTConfig, LaCTUpdater
+from .models import (LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
+                           TTTStrategy, autocast, compute_dtype, default_model_dir, load_lm, pick_device)
+from .ttt_linear import TTTLinearStrategy, decoder_layers, view_parts, weight_change
 
 # %% auto #0
-__all__ = ['MANIFEST', 'MB', 'StopReason', 'LoRAError', 'TrainingError', 'CheckpointError', 'MemoryBudgetError',
-           'QuantizationUnavailableError', 'LoRAConfig', 'find_target_modules', 'peft_config', 'add_lora',
-           'parameter_report', 'make_scaler', 'backward', 'optimizer_step', 'lm_loss', 'replace_dir',
-           'save_peft_adapter', 'LoRAStrategy', 'Checkpoint', 'CheckpointStore', 'rss_bytes', 'MemoryMonitor',
-           'MemoryEstimate', 'estimate_training_memory', 'available_bytes', 'preflight', 'load_lm_low_bit',
-           'seed_everything', 'rng_state', 'set_rng_state', 'count_tokens', 'TrainConfig', 'TrainResult',
-           'TrainingOrchestrator', 'training_report']
+__all__ = ['PROJECTIONS', 'STRATEGIES', 'MANIFEST', 'MB', 'StopReason', 'LoRAError', 'TrainingError', 'CheckpointError',
+           'MemoryBudgetError', 'QuantizationUnavailableError', 'LoRAConfig', 'find_target_modules', 'peft_config',
+           'add_lora', 'parameter_report', 'make_scaler', 'backward', 'optimizer_step', 'lm_loss', 'replace_dir',
+           'save_peft_adapter', 'LoRAStrategy', 'LoRALinear', 'NaiveLoRA', 'UnknownStrategyError', 'make_strategy',
+           'Checkpoint', 'CheckpointStore', 'rss_bytes', 'MemoryMonitor', 'MemoryEstimate', 'estimate_training_memory',
+           'available_bytes', 'preflight', 'load_lm_low_bit', 'seed_everything', 'rng_state', 'set_rng_state',
+           'count_tokens', 'TrainConfig', 'TrainResult', 'TrainingOrchestrator', 'training_report']
 
 # %% ../nbs/04_lora.ipynb #a3e67717
 class LoRAError(TTTLabError):
@@ -279,20 +282,25 @@ class LoRAStrategy:
         self._initial.pop(name, None); self._optimizers.pop(name, None)
 
     def learn_chunk(self, input_ids: torch.Tensor,  # token ids, shape [1, T] (or [T])
+                    views: list[StudyRow] | None = None,  # the chunk's study views, learned with it
                    ) -> float:
-        "Take `steps_per_chunk` steps on one chunk; return its loss before the first step."
+        "Take `steps_per_chunk` steps on one chunk and its study views; return the chunk's loss before the first step."
         if self.merged: raise LoRAError("the adapter is merged into the base weights; call unmerge() before learning")
         ids = input_ids.to(self.device)
         ids = ids[None] if ids.dim() == 1 else ids
         if ids.shape[-1] < 2: raise LoRAError("a chunk needs at least 2 tokens to learn from")
         params, opt, first, batch = self._params(self.active_adapter), self._optimizer(), math.nan, self._windows(ids)
-        t0, was_training = time.perf_counter(), self.model.training
+        t0, was_training, w = time.perf_counter(), self.model.training, 0.5 if views else 1.0  # views: half the loss
         self.model.train(self.lora.dropout > 0)  # dropout only when asked for
         try:
             for step in range(self.lora.steps_per_chunk):
-                with autocast(self.device, self.config.precision): loss = lm_loss(self.model, batch)
-                if step == 0: first = loss.item()
-                if not (backward(loss, self.scaler) and optimizer_step(opt, params, self.scaler, self.config.max_grad_norm)):
+                with autocast(self.device, self.config.precision): chunk = lm_loss(self.model, batch)
+                if step == 0: first = chunk.item()
+                ok = backward(chunk * w, self.scaler)
+                for part, share in view_parts(views) if ok else []:
+                    with autocast(self.device, self.config.precision): loss = lm_loss(self.model, part)
+                    if not (ok := backward(loss * (w * share), self.scaler)): break
+                if not (ok and optimizer_step(opt, params, self.scaler, self.config.max_grad_norm)):
                     self.metrics.skipped_updates += 1
                     opt.zero_grad(set_to_none=True)
                     break  # the weights did not move, so another pass would give the same result
@@ -389,6 +397,90 @@ class LoRAStrategy:
     def parameter_report(self) -> dict:
         "Trainable and total parameters of the adapted model."
         return parameter_report(self.model)
+
+# %% ../nbs/04_lora.ipynb #6d15c756
+class LoRALinear(nn.Module):
+    "A frozen linear layer plus a trainable low-rank update `B A`, which starts at zero."
+    def __init__(self, base: nn.Linear, rank: int = 16, alpha: float = 16.0):
+        super().__init__()
+        self.base, self.scale, self.enabled = base, alpha / rank, True
+        self.A = nn.Parameter(torch.randn(rank, base.in_features, device=base.weight.device) / base.in_features ** 0.5)
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+
+    def forward(self, x):
+        y = self.base(x)
+        return y + (x @ self.A.T @ self.B.T) * self.scale if self.enabled else y
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+class NaiveLoRA:
+    "The reference LoRA fine-tune as a strategy: r=16 on all projections, 20 Adam steps over 256-token pieces, fp32."
+    def __init__(self, model: nn.Module, config: LearningConfig | None = None, rank: int = 16, steps: int = 20,
+                 piece: int = 256, lr: float = 1e-3):
+        self.model, self.config, self.steps, self.piece, self.lr = model, config, steps, piece, lr
+        for p in model.parameters(): p.requires_grad_(False)
+        self.layers = []
+        for blk in decoder_layers(model):
+            for part in (blk.self_attn, blk.mlp):
+                for name in PROJECTIONS:
+                    if isinstance(getattr(part, name, None), nn.Linear):
+                        setattr(part, name, LoRALinear(getattr(part, name), rank)); self.layers.append(getattr(part, name))
+        self.params = [p for l in self.layers for p in (l.A, l.B)]
+        self.initial = [p.detach().clone() for p in self.params]
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.skipped_updates = 0
+
+    def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
+        "Take `steps` Adam steps over the chunk's 256-token pieces, in turn (views ignored); return the first step's loss."
+        dev = next(self.model.parameters()).device
+        pieces = [input_ids[:, i:i + self.piece].to(dev) for i in range(0, input_ids.shape[1] - 1, self.piece)]
+        pieces = [p for p in pieces if p.shape[1] > 1]
+        losses = []
+        for step in range(self.steps):
+            ids = pieces[step % len(pieces)]
+            loss = self.model(ids, labels=ids).loss
+            self.opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss): self.skipped_updates += 1; continue
+            loss.backward(); self.opt.step(); losses.append(float(loss.detach()))
+        return losses[0] if losses else float("nan")
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        "Put the adapters back to their initial values, bit for bit, with a fresh optimiser."
+        for p, p0 in zip(self.params, self.initial): p.copy_(p0)
+        self.opt = torch.optim.Adam(self.params, lr=self.lr)
+
+    @contextlib.contextmanager
+    def disabled(self):
+        "A context in which every adapter is switched off."
+        for l in self.layers: l.enabled = False
+        try: yield
+        finally:
+            for l in self.layers: l.enabled = True
+
+    def weight_delta(self) -> float:
+        "Norm of the change of the adapter weights."
+        return weight_change(self.params, self.initial)
+
+# %% ../nbs/04_lora.ipynb #febe16a9
+class UnknownStrategyError(TTTLabError):
+    "A strategy name the lab does not know."
+
+STRATEGIES: tuple[Strategy, ...] = ("lact", "ttt-linear", "lora", "naive-lora")
+
+def make_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lora'
+                  model: nn.Module,  # the causal LM to learn with; the strategy takes it over
+                  config: LearningConfig | None = None,  # learning rate, epochs, precision; None: the defaults
+                  lact: LaCTConfig | None = None,  # LaCT's fast weights (default: the last 4 blocks' MLPs)
+                  lora: LoRAConfig | None = None,  # the LoRA adapter (default: r=16 on attention and MLP)
+                 ) -> TTTStrategy:
+    "The update strategy called `name`, set up on `model`."
+    if name not in STRATEGIES: raise UnknownStrategyError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    config = config or LearningConfig(strategy=name)
+    if name == "lact": return LaCTUpdater(model, config, lact)
+    if name == "ttt-linear": return TTTLinearStrategy(model, config)
+    if name == "naive-lora": return NaiveLoRA(model, config, lr=config.learning_rate)
+    return LoRAStrategy(model, config, lora or LoRAConfig(r=16, include_mlp=True))
 
 # %% ../nbs/04_lora.ipynb #3618308b
 def _sha256(path: Path) -> str:

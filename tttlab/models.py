@@ -20,11 +20,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 # %% auto #0
-__all__ = ['Strategy', 'Precision', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
-           'DocumentChunk', 'Document', 'DocumentConstraints', 'LearningConfig', 'LearningMetrics', 'Question',
-           'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device', 'cpu_supports_bf16', 'compute_dtype', 'autocast',
-           'cache_dir', 'default_gguf_path', 'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer',
-           'load_lm', 'tiny_llama']
+__all__ = ['Strategy', 'Precision', 'View', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
+           'StudyRow', 'DocumentChunk', 'study_batch', 'Document', 'DocumentConstraints', 'LearningConfig',
+           'LearningMetrics', 'Question', 'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device',
+           'cpu_supports_bf16', 'compute_dtype', 'autocast', 'cache_dir', 'default_gguf_path', 'default_cache_path',
+           'cache_gguf', 'default_model_dir', 'load_tokenizer', 'load_lm', 'tiny_llama']
 
 # %% ../nbs/00_models.ipynb #5ffccc45
 class TTTLabError(Exception):
@@ -39,15 +39,40 @@ class LabModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 # %% ../nbs/00_models.ipynb #1a3ecf22
+class StudyRow(LabModel):
+    "One extra row of tokens to learn with a chunk; its first `prompt` tokens are context, not targets."
+    ids: list[int] = Field(min_length=2, description="the row's token ids")
+    prompt: int = Field(0, ge=0, description="leading tokens that are context only (no loss on predicting them)")
+
+    @model_validator(mode="after")
+    def _has_target(self):
+        if self.prompt >= len(self.ids):
+            raise ValueError(f"a row of {len(self.ids)} tokens with a {self.prompt}-token prompt has nothing to learn")
+        return self
+
 class DocumentChunk(LabModel):
     "A contiguous run of a document's tokens, with the text it decodes from."
     index: int = Field(ge=0, description="position of the chunk in the document")
     token_ids: list[int] = Field(min_length=1, description="the chunk's token ids, at most the chunk size")
     text: str = Field(description="the document text these tokens cover")
     start_char: int = Field(0, ge=0, description="offset of `text` in the document")
+    views: list[StudyRow] = Field(default_factory=list, description="extra rows learned with the chunk (study views)")
 
     @property
     def n_tokens(self) -> int: return len(self.token_ids)
+
+def study_batch(rows: list[StudyRow],  # the rows to learn
+                pad_id: int = 0,  # token id that fills the right padding (never learned)
+               ) -> dict[str, torch.Tensor]:
+    "Rows as one right-padded batch: input_ids, attention_mask, and labels that are -100 on prompts and padding."
+    n = max(len(r.ids) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    for i, r in enumerate(rows):
+        ids[i, :len(r.ids)] = torch.tensor(r.ids)
+        labels[i, r.prompt:len(r.ids)] = ids[i, r.prompt:len(r.ids)]
+    return {"input_ids": ids, "attention_mask": (torch.arange(n) < torch.tensor([[len(r.ids)] for r in rows])).long(),
+            "labels": labels}
 
 class Document(LabModel):
     "A parsed document: its text, where it came from, and (once chunked) its chunks."
@@ -69,6 +94,7 @@ class DocumentConstraints(LabModel):
 # %% ../nbs/00_models.ipynb #05593f23
 Strategy = Literal["ttt-linear", "lact", "lora", "naive-lora"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+View = Literal["sentences", "chat"]
 
 class LearningConfig(LabModel):
     "What every test-time learning run shares, whatever the update strategy."
@@ -78,6 +104,8 @@ class LearningConfig(LabModel):
     epochs: PositiveInt = Field(1, description="passes over the document")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold")
     precision: Precision = Field("auto", description="'auto': bf16 autocast where supported, fp16 on pre-Ampere CUDA")
+    views: list[View] = Field(default_factory=list, description="study views learned with each chunk: 'sentences' "
+                              "(each sentence from an empty context), 'chat' (each sentence as a chat reply)")
     seed: int = 0
 
 class LearningMetrics(LabModel):
@@ -130,8 +158,8 @@ class TTTStrategy(Protocol):
     "What the trainer, the benchmarks and the playground need from an update strategy."
     model: torch.nn.Module
 
-    def learn_chunk(self, input_ids: torch.Tensor) -> float:
-        "Learn from one chunk of token ids (shape [1, T]); return the chunk's loss before the update."
+    def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
+        "Learn from one chunk of token ids (shape [1, T]) and its study views; return the chunk's loss before the update."
         ...
     def reset(self) -> None:
         "Restore the state before any learning, bit for bit."

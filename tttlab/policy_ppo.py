@@ -43,7 +43,7 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'synthetic_episodes', 'periodic_actions', 'best_periodic', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig',
            'gae', 'TrainedPolicy', 'greedy_actions', 'single_thread', 'train_policy', 'compare_methods',
            'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead', 'method_family',
-           'pareto_figure', 'make_strategy', 'default_cache_root', 'main']
+           'pareto_figure', 'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #9da63ebb
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -983,26 +983,6 @@ def pareto_figure(results: dict[float, Sequence[MethodResult]], # budget -> resu
     return fig
 
 # %% ../nbs/05_policy_ppo.ipynb #d7b6024b
-def make_strategy(model: nn.Module, # the causal LM to adapt
-                  name: str = "lact", # 'lact', 'lora' or 'ttt-linear'
-                  learning_rate: float = 3e-3, # inner step size
-                  chunk_size: int = 256, # tokens per chunk
-                  precision: Precision = "auto", # autocast precision
-                  lora_rank: int = 8, # LoRA rank (LoRA strategies only)
-                  last_k: int = 4, # adapt only the last k blocks (LoRA and LaCT)
-                 ) -> TTTStrategy:
-    "One of the lab's update strategies around `model`."
-    cfg = LearningConfig(strategy=name, chunk_size=chunk_size, learning_rate=learning_rate, precision=precision)
-    if name == "lact":
-        from tttlab.lact import LaCTConfig, LaCTUpdater
-        return LaCTUpdater(model, cfg, LaCTConfig(last_k=last_k))
-    if name == "lora":
-        from tttlab.lora import LoRAConfig, LoRAStrategy
-        n = model.config.num_hidden_layers
-        return LoRAStrategy(model, cfg, LoRAConfig(r=lora_rank, layers=list(range(max(0, n - last_k), n))))
-    from tttlab.ttt_linear import TTTLinearStrategy
-    return TTTLinearStrategy(model, cfg)
-
 def default_cache_root() -> Path:
     "Where `tttlab ponder` keeps its outcome cache and policies by default."
     return cache_dir() / "ponder" / "default"
@@ -1051,7 +1031,13 @@ def _build(a) -> dict:
     desc = f"{a.strategy} lr={a.lr:g} last_k={a.last_k}" + (f" r={a.lora_rank}" if "lora" in a.strategy else "")
     cache = OutcomeCache(a.root, CacheSettings(model=a.model or "default", strategy=desc, chunk_size=a.chunk_size,
                                                max_chunks=a.max_chunks, precision=a.precision, split=split))
-    build_cache(make_strategy(model, a.strategy, a.lr, a.chunk_size, a.precision, a.lora_rank, a.last_k), tok, cache,
+    from tttlab.lact import LaCTConfig
+    from tttlab.lora import LoRAConfig, make_strategy
+    n = model.config.num_hidden_layers
+    strategy = make_strategy(a.strategy, model, LearningConfig(strategy=a.strategy, chunk_size=a.chunk_size, learning_rate=a.lr,
+                                                               precision=a.precision),
+                             lact=LaCTConfig(last_k=a.last_k), lora=LoRAConfig(r=a.lora_rank, layers=list(range(max(0, n - a.last_k), n))))
+    build_cache(strategy, tok, cache,
                 progress=not a.json)
     n = {part: Episodes.from_records(cache.episodes(part)).n_decisions for part in ("train", "val", "test")}
     return dict(command="build-cache", cache=str(a.root), files=split.sizes(), decisions=n)

@@ -8,116 +8,53 @@ Docs: https://tttlab.github.io/tttlab/recall.html.md"""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .document import load_document, sample_pdf_path, sample_questions
-from .lact import Generator, LaCTUpdater, TTTTrainer
-from .models import Answer, ComparisonResult, LearningConfig, Question, Strategy, TTTLabError, TTTStrategy, load_lm
-from .ttt_linear import TTTLinearStrategy, decoder_layers, generate_text, weight_change
+from .lact import Generator, LaCTConfig, TTTTrainer
+from .lora import STRATEGIES, UnknownStrategyError, make_strategy
+from .models import (Answer, ComparisonResult, LearningConfig, Question, Strategy, TTTLabError, TTTStrategy, View,
+                           load_lm)
+from .ttt_linear import generate_text
 
 # %% auto #0
-__all__ = ['PROJECTIONS', 'RECALL_CONFIGS', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'LoRALinear', 'NaiveLoRA', 'UnknownStrategyError',
-           'make_strategy', 'QAFileError', 'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb',
-           'ask_all', 'run_recall', 'print_answers', 'print_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
+__all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'recall_config', 'recall_strategy', 'QAFileError',
+           'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb', 'ask_all', 'run_recall',
+           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'recall_table', 'recall_summary',
+           'recall_parser', 'main', 'demo_parser', 'demo']
 
 # %% ../nbs/07a_recall.ipynb #cbbb113c
-class LoRALinear(nn.Module):
-    "A frozen linear layer plus a trainable low-rank update `B A`, which starts at zero."
-    def __init__(self, base: nn.Linear, rank: int = 16, alpha: float = 16.0):
-        super().__init__()
-        self.base, self.scale, self.enabled = base, alpha / rank, True
-        self.A = nn.Parameter(torch.randn(rank, base.in_features, device=base.weight.device) / base.in_features ** 0.5)
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
-
-    def forward(self, x):
-        y = self.base(x)
-        return y + (x @ self.A.T @ self.B.T) * self.scale if self.enabled else y
-
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-class NaiveLoRA:
-    "The reference LoRA fine-tune as a strategy: r=16 on all projections, 20 Adam steps over 256-token pieces, fp32."
-    def __init__(self, model: nn.Module, config: LearningConfig | None = None, rank: int = 16, steps: int = 20,
-                 piece: int = 256, lr: float = 1e-3):
-        self.model, self.config, self.steps, self.piece, self.lr = model, config, steps, piece, lr
-        for p in model.parameters(): p.requires_grad_(False)
-        self.layers = []
-        for blk in decoder_layers(model):
-            for part in (blk.self_attn, blk.mlp):
-                for name in PROJECTIONS:
-                    if isinstance(getattr(part, name, None), nn.Linear):
-                        setattr(part, name, LoRALinear(getattr(part, name), rank)); self.layers.append(getattr(part, name))
-        self.params = [p for l in self.layers for p in (l.A, l.B)]
-        self.initial = [p.detach().clone() for p in self.params]
-        self.opt = torch.optim.Adam(self.params, lr=lr)
-        self.skipped_updates = 0
-
-    def learn_chunk(self, input_ids: torch.Tensor) -> float:
-        "Take `steps` Adam steps over the chunk's 256-token pieces, in turn; return the first step's loss."
-        dev = next(self.model.parameters()).device
-        pieces = [input_ids[:, i:i + self.piece].to(dev) for i in range(0, input_ids.shape[1] - 1, self.piece)]
-        pieces = [p for p in pieces if p.shape[1] > 1]
-        losses = []
-        for step in range(self.steps):
-            ids = pieces[step % len(pieces)]
-            loss = self.model(ids, labels=ids).loss
-            self.opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss): self.skipped_updates += 1; continue
-            loss.backward(); self.opt.step(); losses.append(float(loss.detach()))
-        return losses[0] if losses else float("nan")
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        "Put the adapters back to their initial values, bit for bit, with a fresh optimiser."
-        for p, p0 in zip(self.params, self.initial): p.copy_(p0)
-        self.opt = torch.optim.Adam(self.params, lr=self.lr)
-
-    @contextlib.contextmanager
-    def disabled(self):
-        "A context in which every adapter is switched off."
-        for l in self.layers: l.enabled = False
-        try: yield
-        finally:
-            for l in self.layers: l.enabled = True
-
-    def weight_delta(self) -> float:
-        "Norm of the change of the adapter weights."
-        return weight_change(self.params, self.initial)
-
-# %% ../nbs/07a_recall.ipynb #1ef25816
-class UnknownStrategyError(TTTLabError):
-    "A strategy name the lab does not know."
-
 RECALL_CONFIGS: dict[str, LearningConfig] = {
-    "lact": LearningConfig(strategy="lact", learning_rate=0.05, epochs=12),
+    "lact": LearningConfig(strategy="lact", learning_rate=0.05, epochs=12, views=["sentences", "chat"]),
     "ttt-linear": LearningConfig(strategy="ttt-linear", learning_rate=3e-3, epochs=6),
-    "lora": LearningConfig(strategy="lora", learning_rate=1e-3, epochs=5),
+    "lora": LearningConfig(strategy="lora", learning_rate=1e-2, epochs=5),
     "naive-lora": LearningConfig(strategy="naive-lora", learning_rate=1e-3, epochs=1, precision="fp32"),
 }
 
-def make_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lora'
-                  model: nn.Module,  # the causal LM to learn with; the strategy takes it over
-                  config: LearningConfig | None = None,  # None: the strategy's tuned `RECALL_CONFIGS` entry
-                 ) -> TTTStrategy:
-    "The update strategy called `name`, set up on `model`."
+RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=5.0))}  # beyond `make_strategy`'s defaults
+
+def recall_config(name: str) -> LearningConfig:
+    "The tuned settings of strategy `name`."
     if name not in RECALL_CONFIGS:
         raise UnknownStrategyError(f"unknown strategy {name!r}; choose one of {', '.join(RECALL_CONFIGS)}")
-    config = config or RECALL_CONFIGS[name]
-    if name == "lact": return LaCTUpdater(model, config)
-    if name == "ttt-linear": return TTTLinearStrategy(model, config)
-    if name == "naive-lora": return NaiveLoRA(model, config, lr=config.learning_rate)
-    from tttlab.lora import LoRAConfig, LoRAStrategy  # a sibling on the same floor, imported only when asked for
-    return LoRAStrategy(model, config, LoRAConfig(r=16, include_mlp=True, steps_per_chunk=4))
+    return RECALL_CONFIGS[name]
+
+def recall_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lora'
+                    model: nn.Module,  # the causal LM to learn with; the strategy takes it over
+                    config: LearningConfig | None = None,  # None: the strategy's tuned `RECALL_CONFIGS` entry
+                   ) -> TTTStrategy:
+    "Strategy `name` on `model`, shaped as tuned for recall (`RECALL_SHAPES`)."
+    return make_strategy(name, model, config or recall_config(name), **RECALL_SHAPES.get(name, {}))
 
 # %% ../nbs/07a_recall.ipynb #c86eb843
 class QAFileError(TTTLabError):
@@ -166,7 +103,7 @@ class InContext:
         dev = next(model.parameters()).device
         with torch.no_grad(): self.past = model(torch.tensor([rows[0][:n]], device=dev), use_cache=True).past_key_values
 
-    def ask(self, question: str, max_tokens: int = 16) -> Answer:
+    def ask(self, question: str, max_tokens: int = 32) -> Answer:
         "The answer to one of the questions given, with the document in context."
         t0 = time.perf_counter()
         text, n = generate_text(self.model, self.tokenizer, self.prompts[question], max_tokens,
@@ -190,10 +127,10 @@ def ask_all(strategy: TTTStrategy, tokenizer, questions: list[Question], text: s
     with strategy.disabled(): ctx = InContext(strategy.model, tokenizer, text, [q.question for q in questions]) if text else None
     qa, cloze = [], []
     for q in tqdm(questions, desc="asking", disable=not progress):
-        ttt, base = qa_gen.compare(q.question, max_tokens=16)
+        ttt, base = qa_gen.compare(q.question, max_tokens=32)
         with strategy.disabled(): inc = ctx.ask(q.question) if ctx else None
         qa.append(ComparisonResult(question=q, ttt=ttt, base=base, in_context=inc))
-        if q.cloze: cloze.append(ComparisonResult(question=q, **dict(zip(("ttt", "base"), cloze_gen.compare(q.cloze, max_tokens=6)))))
+        if q.cloze: cloze.append(ComparisonResult(question=q, **dict(zip(("ttt", "base"), cloze_gen.compare(q.cloze, max_tokens=12)))))
     return qa, cloze
 
 def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
@@ -205,13 +142,12 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
                progress: bool = True,
               ) -> dict:
     "Learn `doc`, clear the context, ask every question; return the figures and the answers."
-    config = config or RECALL_CONFIGS.get(strategy)
-    if config is None: raise UnknownStrategyError(f"unknown strategy {strategy!r}; choose one of {', '.join(RECALL_CONFIGS)}")
+    config = config or recall_config(strategy)
     questions = load_questions(qa)
     lm, tok = load_lm(model)
     torch.manual_seed(config.seed)
-    document = load_document(doc, tok, chunk_size=config.chunk_size)
-    strat = make_strategy(strategy, lm, config)
+    document = load_document(doc, tok, chunk_size=config.chunk_size, views=config.views)
+    strat = recall_strategy(strategy, lm, config)
     before = lm_text_loss(lm, tok)
     bar = tqdm(total=len(document.chunks) * config.epochs, desc=f"learning ({strategy})", disable=not progress)
     metrics = TTTTrainer(strat, config).train_on_document(document, callback=lambda i, n, l: bar.update(1))
@@ -247,14 +183,54 @@ def print_summary(result: dict, file=None) -> None:
     "The figures of a `run_recall` result as aligned lines."
     for k in SUMMARY_KEYS: print(f"  {k:28} {result[k]}", file=file)
 
+def strategy_names(text: str) -> list[str]:
+    "Strategy names from a comma-separated list, each one checked."
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names: recall_config(n)
+    if not names: raise UnknownStrategyError(f"no strategy in {text!r}; choose from {', '.join(RECALL_CONFIGS)}")
+    return names
+
+def view_names(text: str) -> list[str]:
+    "Study view names from a comma-separated list; 'none' for no views."
+    names = [] if text.strip() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    bad = set(names) - set(get_args(View))
+    if bad: raise argparse.ArgumentTypeError(f"unknown view(s) {', '.join(sorted(bad))}; choose from {', '.join(get_args(View))} or none")
+    return names
+
+def recall_table(results: list[dict],  # `run_recall` results on one document
+                 peer: dict | None = None,  # the peer's result, the speed reference
+                ) -> str:
+    "A Markdown table comparing strategies on one document: recall, speed (and the ratio to the peer), retention."
+    rows = results + ([peer] if peer else [])
+    head = "| strategy | QA | cloze | learn s | doc tokens/s | vs peer | retention loss before → after (reset) |\n|---|---|---|---|---|---|---|\n"
+    def row(r):
+        vs = f"{peer['learn_seconds'] / r['learn_seconds']:.2f}×" if peer else "—"
+        grow = r["retention_loss_after"] / r["retention_loss_before"] - 1
+        reset = "exact" if r["retention_loss_after_reset"] == r["retention_loss_before"] else f"{r['retention_loss_after_reset']:.3f}"
+        return (f"| {r['strategy']}{' (peer)' if r is peer else ''} | {r['qa_ttt']:.0%} | {r['cloze_ttt']:.0%} | "
+                f"{r['learn_seconds']:.1f} | {r['learn_tokens_per_s']:.1f} | {vs} | "
+                f"{r['retention_loss_before']:.3f} → {r['retention_loss_after']:.3f} ({grow:+.0%}; reset {reset}) |")
+    return head + "\n".join(map(row, rows))
+
+def recall_summary(result: dict, peer: dict | None = None) -> dict:
+    "The figures of a `run_recall` result (no answers), with the speed ratio to `peer` if given."
+    out = {k: result[k] for k in ("strategy", "doc_tokens") + SUMMARY_KEYS}
+    if peer: out.update(peer_strategy=peer["strategy"], peer_learn_seconds=peer["learn_seconds"],
+                        speedup_vs_peer=round(peer["learn_seconds"] / result["learn_seconds"], 3),
+                        **{f"peer_{k}": peer[k] for k in ("qa_ttt", "cloze_ttt", "retention_loss_after")})
+    return out
+
 def recall_parser() -> argparse.ArgumentParser:
     "The argument parser of `tttlab recall`."
     p = argparse.ArgumentParser(prog="tttlab recall", description="Learn a document at test time, clear the context, answer its questions.")
     p.add_argument("doc", help="the document (PDF, .txt or .md)")
     p.add_argument("qa_json", help="its questions (see ../shared/eval/docs/README.md for the schema)")
-    p.add_argument("--strategy", default="lact", choices=list(RECALL_CONFIGS), help="update strategy (default: lact)")
+    p.add_argument("--strategy", default=["lact"], type=strategy_names, metavar="S[,S...]",
+                   help=f"update strategy, or several separated by commas for one table: {', '.join(RECALL_CONFIGS)} (default: lact)")
     p.add_argument("--model", default=None, help="HF id or local folder (default: the offline SmolLM2-135M-Instruct)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the document (default: the strategy's tuned value)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the document (default: each strategy's tuned value)")
+    p.add_argument("--views", default=None, type=view_names, metavar="V[,V...]",
+                   help="study views learned with each chunk: sentences, chat, or none (default: each strategy's tuned value)")
     p.add_argument("--peer", default=None, choices=list(RECALL_CONFIGS), help="also run this strategy and print the speed ratio")
     p.add_argument("--no-in-context", action="store_true", help="skip the document-in-context answers")
     p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
@@ -263,22 +239,25 @@ def recall_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "`tttlab recall`: run the recall benchmark and print answers and figures; 0 on success."
     args = recall_parser().parse_args(argv)
-    cfg = RECALL_CONFIGS[args.strategy]
-    if args.epochs: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
-    res = run_recall(args.doc, args.qa_json, args.strategy, args.model, cfg, in_context=not args.no_in_context)
-    print_answers(res)
-    print(f"\n{args.strategy} on {res['document']} ({res['doc_tokens']} tokens, {res['chunks']} chunk(s)):")
-    print_summary(res)
-    summary = {k: res[k] for k in ("strategy", "doc_tokens") + SUMMARY_KEYS}
-    if args.peer:
-        peer = run_recall(args.doc, args.qa_json, args.peer, args.model, in_context=False)
-        ratio = peer["learn_seconds"] / res["learn_seconds"]
+    runs = []
+    for name in args.strategy:
+        cfg = recall_config(name)
+        if args.epochs: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
+        if args.views is not None: cfg = cfg.model_copy(update=dict(views=args.views))
+        res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs)
+        if runs: res["qa_incontext"] = runs[0]["qa_incontext"]  # the same weights with learning off: asked once
+        print_answers(res)
+        print(f"\n{name} on {res['document']} ({res['doc_tokens']} tokens, {res['chunks']} chunk(s)):")
+        print_summary(res)
+        runs.append(res)
+    peer = run_recall(args.doc, args.qa_json, args.peer, args.model, in_context=False) if args.peer else None
+    if peer:
         print(f"\npeer {args.peer}:"); print_summary(peer)
-        print(f"\nspeed: {args.strategy} learns the document {ratio:.2f}x as fast as {args.peer} "
-              f"({res['learn_seconds']:.1f}s vs {peer['learn_seconds']:.1f}s)")
-        summary.update(peer_strategy=args.peer, peer_learn_seconds=peer["learn_seconds"], speedup_vs_peer=round(ratio, 3),
-                       **{f"peer_{k}": peer[k] for k in ("qa_ttt", "cloze_ttt", "retention_loss_after")})
-    if args.json: print(json.dumps(summary))
+        for r in runs: print(f"speed: {r['strategy']} learns the document {peer['learn_seconds'] / r['learn_seconds']:.2f}x "
+                             f"as fast as {args.peer} ({r['learn_seconds']:.1f}s vs {peer['learn_seconds']:.1f}s)")
+    print("\n" + recall_table(runs, peer))
+    summaries = [recall_summary(r, peer) for r in runs]
+    if args.json: print(json.dumps(summaries[0] if len(summaries) == 1 else {"runs": summaries}))
     return 0
 
 # %% ../nbs/07a_recall.ipynb #77686d0b
@@ -294,9 +273,10 @@ def demo(argv: list[str] | None = None) -> int:
     args = demo_parser().parse_args(argv)
     config = RECALL_CONFIGS[args.strategy]
     lm, tok = load_lm(args.model)
-    document = load_document(sample_pdf_path(), tok, chunk_size=config.chunk_size)
-    print(f"Learning {sample_pdf_path().name} ({document.n_tokens} tokens) with {args.strategy}, {config.epochs} passes")
-    strat = make_strategy(args.strategy, lm, config)
+    document = load_document(sample_pdf_path(), tok, chunk_size=config.chunk_size, views=config.views)
+    print(f"Learning {sample_pdf_path().name} ({document.n_tokens} tokens) with {args.strategy}, {config.epochs} passes"
+          + (f", with study views: {', '.join(config.views)}" if config.views else ""))
+    strat = recall_strategy(args.strategy, lm, config)
     before = lm_text_loss(lm, tok)
     with tqdm(total=len(document.chunks) * config.epochs, desc="learning") as bar:
         def show(i, n, loss): bar.update(1); bar.set_postfix(loss=f"{loss:.3f}")

@@ -17,12 +17,12 @@ from pydantic import Field, PositiveInt
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .models import LabModel, LearningConfig, TTTLabError, autocast, compute_dtype, load_lm
+from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, compute_dtype, load_lm, study_batch
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'weight_change', 'finite', 'LossScale',
-           'TTTLinearStrategy']
+           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'view_parts', 'backward_with_views', 'weight_change',
+           'finite', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -258,16 +258,49 @@ class PrefixCache:
         for blk in self.blocks[self.start:]: h = blk(h, position_embeddings=pe, attention_mask=None)
         return self.model.model.norm(h)
 
+    def loss(self, input_ids: torch.Tensor,  # tokens [B, T]
+             labels: torch.Tensor | None = None,  # targets [B, T], -100 where none; None: every next token
+            ) -> torch.Tensor:
+        "The next-token loss through the cached prefix and the differentiable suffix."
+        h, pe = self(input_ids)
+        with self.autocast(): return lm_loss(self.model, self.suffix(h, pe), input_ids, labels)
+
     def clear(self) -> None: self.store.clear()
 
 def lm_loss(model: nn.Module,  # the causal LM whose output head scores the tokens
             hidden: torch.Tensor,  # final hidden states [B, T, d]
             input_ids: torch.Tensor,  # the tokens [B, T]
+            labels: torch.Tensor | None = None,  # targets [B, T], -100 where none; None: every next token
            ) -> torch.Tensor:
-    "Mean next-token cross-entropy over every row, in fp32, without logits for the last position."
-    ids = input_ids.to(hidden.device)
-    logits = model.lm_head(hidden[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+    "Mean next-token cross-entropy in fp32, scoring the output head only at positions that have a target."
+    targets = (input_ids if labels is None else labels).to(hidden.device)[:, 1:]
+    keep = targets != -100
+    return F.cross_entropy(model.lm_head(hidden[:, :-1][keep]).float(), targets[keep])
+
+def view_parts(views: list[StudyRow] | None,  # a chunk's study views
+               rows: int = 32,  # rows per batch: bounds the memory of one forward and backward pass
+              ) -> list[tuple[dict[str, torch.Tensor], float]]:
+    "The study views in batches of similar length (little padding), each with its share of all the views' targets."
+    if not views: return []
+    views = sorted(views, key=lambda r: len(r.ids))
+    targets = lambda part: sum(len(r.ids) - max(1, r.prompt) for r in part)
+    total = targets(views)
+    return [(study_batch(views[i:i + rows]), targets(views[i:i + rows]) / total) for i in range(0, len(views), rows)]
+
+def backward_with_views(cache: PrefixCache,  # the strategy's prefix cache
+                        scaler: LossScale,  # the strategy's loss scale
+                        chunk: torch.Tensor,  # the chunk's loss
+                        views: list[StudyRow] | None,  # the chunk's study views
+                       ) -> bool:
+    "Back-propagate the chunk's loss, half and half with its study views' (in batches); False at the first NaN or Inf."
+    w = 0.5 if views else 1.0
+    if not finite(chunk): return False
+    scaler.backward(chunk * w)
+    for batch, share in view_parts(views):
+        loss = cache.loss(batch["input_ids"], batch["labels"])
+        if not finite(loss): return False
+        scaler.backward(loss * (w * share))
+    return True
 
 # %% ../nbs/02_ttt_linear.ipynb #119e7032
 def weight_change(params: list[torch.Tensor],  # the learned tensors now
@@ -316,23 +349,20 @@ class TTTLinearStrategy:
 
     def _state(self): return [(t.W_h, t.b_h) for t in self.ttt_model.ttt_layers]
 
-    def learn_chunk(self, input_ids: torch.Tensor) -> float:
-        "Read the chunk into `W_h` and take one outer step; return the chunk's loss before the step."
-        h, pe = self.cache(input_ids)
+    def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
+        "Read the chunk into `W_h` and take one outer step (on it and, half and half, its study views); return the chunk's loss."
         saved = self._state()
         self.ttt_model.learning = True
-        try:
-            with self.cache.autocast(): loss = lm_loss(self.model, self.cache.suffix(h, pe), input_ids)
+        try: chunk = self.cache.loss(input_ids)
         finally: self.ttt_model.learning = False
         self.opt.zero_grad(set_to_none=True)
-        if finite(loss): self.scaler.backward(loss)
-        if not (finite(loss) and self.scaler.unscale(self.params)):
+        if not (backward_with_views(self.cache, self.scaler, chunk, views) and self.scaler.unscale(self.params)):
             for t, (W, b) in zip(self.ttt_model.ttt_layers, saved): t.W_h, t.b_h = W, b
             self.skipped_updates += 1
-            return float(loss.detach())
+            return float(chunk.detach())
         torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         self.opt.step()
-        return float(loss.detach())
+        return float(chunk.detach())
 
     @torch.no_grad()
     def reset(self) -> None:
