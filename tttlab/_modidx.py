@@ -794,5 +794,6 @@ d = { 'settings': { 'branch': 'main',
                                    'tttlab.ttt_linear.generate_text': ('ttt_linear.html#generate_text', 'tttlab/ttt_linear.py'),
                                    'tttlab.ttt_linear.lm_loss': ('ttt_linear.html#lm_loss', 'tttlab/ttt_linear.py'),
                                    'tttlab.ttt_linear.resolve_layers': ('ttt_linear.html#resolve_layers', 'tttlab/ttt_linear.py'),
+                                   'tttlab.ttt_linear.switched_off': ('ttt_linear.html#switched_off', 'tttlab/ttt_linear.py'),
                                    'tttlab.ttt_linear.view_parts': ('ttt_linear.html#view_parts', 'tttlab/ttt_linear.py'),
                                    'tttlab.ttt_linear.weight_change': ('ttt_linear.html#weight_change', 'tttlab/ttt_linear.py')}}}

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pymupdf
 
-from .models import (Document, DocumentChunk, DocumentConstraints, Question, StudyRow, TTTLabError, View,
-                           load_tokenizer)
+from .models import Document, DocumentChunk, DocumentConstraints, Question, StudyRow, TTTLabError, View
 
 # %% auto #0
 __all__ = ['CHAT_PROMPT', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf', 'write_scanned_pdf',

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, ContextManager
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import nn
 
 from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, StudyRow, TTTLabError,
                            TTTStrategy, compute_dtype)
-from .ttt_linear import (LossScale, PrefixCache, TTTLinearStrategy, decoder_layers, finite, generate_text,
+from .ttt_linear import (LossScale, PrefixCache, decoder_layers, finite, generate_text,
                                resolve_layers, backward_with_views, weight_change)
 
 # %% auto #0

@@ -36,7 +36,7 @@ import tttlab
 from .lact import LaCTConfig, LaCTUpdater
 from .models import (LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
                            TTTStrategy, autocast, compute_dtype, default_model_dir, load_lm, pick_device)
-from .ttt_linear import TTTLinearStrategy, decoder_layers, view_parts, weight_change
+from .ttt_linear import TTTLinearStrategy, decoder_layers, switched_off, view_parts, weight_change
 
 # %% auto #0
 __all__ = ['PROJECTIONS', 'STRATEGIES', 'MANIFEST', 'MB', 'StopReason', 'LoRAError', 'TrainingError', 'CheckpointError',
@@ -450,13 +450,9 @@ class NaiveLoRA:
         for p, p0 in zip(self.params, self.initial): p.copy_(p0)
         self.opt = torch.optim.Adam(self.params, lr=self.lr)
 
-    @contextlib.contextmanager
-    def disabled(self):
+    def disabled(self) -> contextlib.AbstractContextManager[None]:
         "A context in which every adapter is switched off."
-        for l in self.layers: l.enabled = False
-        try: yield
-        finally:
-            for l in self.layers: l.enabled = True
+        return switched_off(self.layers)
 
     def weight_delta(self) -> float:
         "Norm of the change of the adapter weights."

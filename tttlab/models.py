@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import ContextManager, Literal, Protocol, runtime_checkable
 

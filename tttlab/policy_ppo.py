@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from .models import (LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, autocast, cache_dir,
-                           pick_device)
+from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, autocast, cache_dir
 
 # %% auto #0
 __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'LOSS_EMA', 'Chooser', 'PonderError',

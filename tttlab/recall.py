@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .document import load_document, sample_pdf_path, sample_questions
 from .lact import Generator, LaCTConfig, TTTTrainer
-from .lora import STRATEGIES, UnknownStrategyError, make_strategy
+from .lora import UnknownStrategyError, make_strategy
 from .models import (Answer, ComparisonResult, LearningConfig, Question, Strategy, TTTLabError, TTTStrategy, View,
                            load_lm)
 from .ttt_linear import generate_text

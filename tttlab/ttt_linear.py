@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, compute_dtype, load_lm, study_batch
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'TTTModel', 'PrefixCache', 'lm_loss', 'view_parts', 'backward_with_views', 'weight_change',
-           'finite', 'LossScale', 'TTTLinearStrategy']
+           'generate_text', 'switched_off', 'TTTModel', 'PrefixCache', 'lm_loss', 'view_parts', 'backward_with_views',
+           'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -161,6 +160,14 @@ def generate_text(model: nn.Module, tokenizer, prompt: str | torch.Tensor, max_n
     new = out[0, ids.shape[1]:]
     return (tokenizer.decode(new, skip_special_tokens=True) if tokenizer is not None else ""), len(new)
 
+@contextlib.contextmanager
+def switched_off(parts: list[nn.Module]):  # modules with an `enabled` flag
+    "A context in which every part's `enabled` flag is off."
+    for p in parts: p.enabled = False
+    try: yield
+    finally:
+        for p in parts: p.enabled = True
+
 class TTTModel(nn.Module):
     "A pretrained Llama-family causal LM with TTT-Linear layers in some of its blocks."
     def __init__(self, model: nn.Module, tokenizer=None, config: TTTConfig | None = None):
@@ -211,13 +218,9 @@ class TTTModel(nn.Module):
         "Drop any cached past: the next call starts from an empty context."
         self.past = None
 
-    @contextlib.contextmanager
-    def disabled(self):
+    def disabled(self) -> ContextManager[None]:
         "A context in which every block runs its pretrained MLP only."
-        for w in self.wrappers: w.enabled = False
-        try: yield
-        finally:
-            for w in self.wrappers: w.enabled = True
+        return switched_off(self.wrappers)
 
     def generate(self, prompt: str | torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0) -> str:
         "Continue `prompt` (after any kept context), reading the TTT state without changing it."
