@@ -20,8 +20,8 @@ from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, c
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'switched_off', 'TTTModel', 'PrefixCache', 'lm_loss', 'view_parts', 'backward_with_views',
-           'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
+           'generate_text', 'switched_off', 'TTTModel', 'PrefixCache', 'SlicedHeadLoss', 'lm_loss', 'view_parts',
+           'backward_with_views', 'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -270,15 +270,41 @@ class PrefixCache:
 
     def clear(self) -> None: self.store.clear()
 
+class SlicedHeadLoss(torch.autograd.Function):
+    "Mean cross-entropy of a frozen output head, a slice of rows at a time, its input gradient made on the way."
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        for s in range(0, len(hidden), rows):
+            logits, t = F.linear(hidden[s:s + rows], weight).float(), targets[s:s + rows]
+            lse = logits.logsumexp(-1)
+            total += (lse - logits.gather(1, t[:, None])[:, 0]).sum()
+            if grad is None: continue
+            p = logits.sub_(lse[:, None]).exp_()  # softmax, in place: one slice of logits is alive at a time
+            p[torch.arange(len(t), device=t.device), t] -= 1
+            grad[s:s + rows] = p.to(weight.dtype) @ weight
+        if grad is not None: ctx.save_for_backward(grad / len(hidden))
+        return total / len(hidden)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * g, None, None, None
+
 def lm_loss(model: nn.Module,  # the causal LM whose output head scores the tokens
             hidden: torch.Tensor,  # final hidden states [B, T, d]
             input_ids: torch.Tensor,  # the tokens [B, T]
             labels: torch.Tensor | None = None,  # targets [B, T], -100 where none; None: every next token
+            rows: int = 256,  # positions per slice of the output head (a frozen bias-free head only)
            ) -> torch.Tensor:
     "Mean next-token cross-entropy in fp32, scoring the output head only at positions that have a target."
     targets = (input_ids if labels is None else labels).to(hidden.device)[:, 1:]
     keep = targets != -100
-    return F.cross_entropy(model.lm_head(hidden[:, :-1][keep]).float(), targets[keep])
+    hidden, targets, head = hidden[:, :-1][keep], targets[keep], model.lm_head
+    if isinstance(head, nn.Linear) and head.bias is None and not head.weight.requires_grad:
+        return SlicedHeadLoss.apply(hidden, head.weight, targets, rows)
+    return F.cross_entropy(head(hidden).float(), targets)
 
 def view_parts(views: list[StudyRow] | None,  # a chunk's study views
                rows: int = 32,  # rows per batch: bounds the memory of one forward and backward pass
