@@ -41,7 +41,7 @@ RECALL_CONFIGS: dict[str, LearningConfig] = {
     "naive-lora": LearningConfig(strategy="naive-lora", learning_rate=1e-3, epochs=1, precision="fp32"),
 }
 
-RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=5.0))}  # beyond `make_strategy`'s defaults
+RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=7.0))}  # beyond `make_strategy`'s defaults
 
 def recall_config(name: str) -> LearningConfig:
     "The tuned settings of strategy `name`."
