@@ -10,8 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solved
-from tttlab.arc_search import (GUIDE_PATH, PRIMITIVES, Context, GuideError, Obj, adapt_guide, guide_costs, load_guide,
-                               make_solver, objects, search, solve_main, train_guide_main)
+from tttlab.arc_search import (FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context, GuideError, Obj,
+                               adapt_guide, fill_by_symmetry, fit_count, fit_fill_holes, fit_local_rule, fit_mosaic,
+                               fit_object_recolour, fit_panel_rule, fit_pieces, fit_resize, guide_costs, load_guide,
+                               make_solver, objects, search, solve_main, task_context, train_guide_main)
 
 torch.set_num_threads(1)
 
@@ -34,7 +36,9 @@ def _check(v, tout):
 @given(g=grids, bg=st.integers(0, 9), new=st.integers(0, 9))
 def test_grid_primitive_is_total(name, g, bg, new):
     p = PRIMITIVES[name]
-    _check(p.fn(g, Context(bg, new)), p.tout)
+    v = p.fn(g, Context(bg, new))
+    _check(v, p.tout)
+    if name in KEEPS_SHAPE and v is not None: assert v.shape == g.shape  # the search's last-step pruning relies on it
 
 
 @pytest.mark.parametrize("name", [n for n, p in PRIMITIVES.items() if p.tin == "objs"])
@@ -43,6 +47,40 @@ def test_grid_primitive_is_total(name, g, bg, new):
 def test_objs_primitive_is_total(name, g, bg, multicolour, diagonal):
     objs = objects(g, bg, multicolour, diagonal)
     if objs: _check(PRIMITIVES[name].fn(objs, Context(bg, (bg + 1) % 10)), PRIMITIVES[name].tout)
+
+
+_MAKERS = [lambda g, r: r, lambda g, r: np.tile(g, (2, 2))[:30, :30], lambda g, r: g[: max(1, g.shape[0] // 2)],
+           lambda g, r: np.where(g == 0, 3, g).astype(np.int8)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(a=grids, b=grids, test=grids, other=grids, maker=st.integers(0, len(_MAKERS) - 1), bg=st.integers(0, 9))
+def test_fitters_are_total(a, b, test, other, maker, bg):
+    f = _MAKERS[maker]
+    cands, targets = [a, b], [f(a, other), f(b, other[::-1])]
+    for fitter in FITTERS_ROOT + FITTERS_STATE:
+        for rule in fitter(cands, targets, [test], Context(bg, (bg + 1) % 10)):
+            assert isinstance(rule.name, str) and len(rule.predictions) == 1
+            as_grid(rule.predictions[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=grids, hole=st.integers(0, 9))
+def test_fill_by_symmetry_is_total_and_only_fills_holes(g, hole):
+    out = fill_by_symmetry(g, hole)
+    if out is not None:
+        as_grid(out)
+        assert not (out == hole).any() and np.array_equal(out[g != hole], g[g != hole])
+
+
+@pytest.mark.parametrize("fitter,tid", [(fit_mosaic, "3af2c5a8"), (fit_resize, "c59eb873"), (fit_local_rule, "00d62c1b"),
+                                        (fit_fill_holes, "0dfd9992"), (fit_pieces, "a87f7484"), (fit_count, "d631b094"),
+                                        (fit_object_recolour, "810b9b61"), (fit_panel_rule, "cf98881b")])
+def test_fitters_solve_real_training_tasks(fitter, tid):
+    t = {t.id: t for t in load_tasks("training")}[tid]
+    rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
+    assert rules and task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
+    assert task_solved(search(t, time_budget=2).attempts, t.test_outputs)
 
 
 def test_primitives_cover_the_issue():

@@ -14,11 +14,11 @@ from transformers import AutoTokenizer
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
 from tttlab.policy_ppo import (ACTIONS, COSTS, BudgetError, CacheMismatchError, CacheSettings, EmptyCorpusError,
-                               Episodes, OutcomeCache, PIDLagrangian, PPOConfig, UnknownActionError, build_cache,
-                               check_budget, compare_methods, feature_overhead, file_outcomes, fixed_chooser,
-                               greedy_actions, main, oracle_actions, parse_action, random_actions, read_chunk,
-                               rollout, run_online, score, source_files, split_corpus, stdlib_root,
-                               synthetic_episodes, train_policy)
+                               Episodes, OutcomeCache, PIDLagrangian, PonderError, PPOConfig, UnknownActionError,
+                               build_cache, check_budget, compare_methods, feature_overhead, file_outcomes,
+                               fixed_chooser, greedy_actions, guard_mode, learning_start, main, oracle_actions,
+                               parse_action, random_actions, read_chunk, read_with_prefix, rollout, run_online, score,
+                               source_files, split_corpus, stdlib_root, suffix_loss, synthetic_episodes, train_policy)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,7 @@ def test_user_errors_are_typed():
     with pytest.raises(UnknownActionError, match="UPDATE_4"): parse_action("UPDATE_8")
     with pytest.raises(UnknownActionError): parse_action(True)
     with pytest.raises(EmptyCorpusError): split_corpus(["a.py"])
+    with pytest.raises(PonderError, match="unknown budget guard"): guard_mode("loose")
     assert all(issubclass(e, TTTLabError) for e in (BudgetError, UnknownActionError, EmptyCorpusError, CacheMismatchError))
 
 
@@ -59,18 +60,36 @@ def test_split_is_by_file_and_seeded(split):
 
 
 def test_cached_outcomes_equal_online_with_reset(tok, split):
-    "The cache is exactly online TTT when the weights reset after every decision."
+    "The cache is exactly online TTT when the weights reset after every decision, for one following chunk or two."
     path = split.train[1]
-    rec = file_outcomes(lact(tok), tok, path, chunk_size=48, max_chunks=5, precision="fp32")
+    rec = file_outcomes(lact(tok), tok, path, chunk_size=48, max_chunks=6, precision="fp32", horizon=2)
+    assert rec.outcome.shape == (4, 4, 2) and (rec.outcome[1:, 0, 0] == rec.outcome[:-1, 0, 1]).all()
     for plan in ([0, 1, 2, 3], [3, 3, 0, 1]):
-        it = iter(plan)
-        on = run_online(lact(tok), tok, path, lambda o, al: torch.tensor([next(it)]), budget=12, chunk_size=48,
-                        max_chunks=5, carry=False, guard=False, precision="fp32")
-        assert on.loss == [float(rec.outcome[i, a]) for i, a in enumerate(plan)]
-        assert np.array_equal(np.array(on.static, np.float32), rec.features)
-    carried = run_online(lact(tok), tok, path, fixed_chooser("UPDATE_2"), budget=5, chunk_size=48, max_chunks=5,
+        for h in (1, 2):
+            it = iter(plan + [0])  # one following chunk leaves one more decision than the cache's two
+            on = run_online(lact(tok), tok, path, lambda o, al: torch.tensor([next(it)]), budget=12, chunk_size=48,
+                            max_chunks=6, carry=False, guard=False, precision="fp32", horizon=h)
+            cached, w = rec.outcome[np.arange(4), plan, :h], rec.tokens[:, :h]
+            assert on.loss[:4] == [float(np.dot(c.astype(np.float64), x) / x.sum()) if h > 1 else float(c[0]) for c, x in zip(cached, w)]
+            assert np.array_equal(np.array(on.static[:4], np.float32), rec.features)
+    carried = run_online(lact(tok), tok, path, fixed_chooser("UPDATE_2"), budget=5, chunk_size=48, max_chunks=6,
                          precision="fp32")
-    assert carried.loss[0] == rec.outcome[0, 2] and not np.allclose(carried.loss[1:], rec.outcome[1:, 2])
+    assert carried.loss[0] == rec.outcome[0, 2, 0] and not np.allclose(carried.loss[1:4], rec.outcome[1:, 2, 0])
+
+
+def test_suffix_pass_scores_like_a_full_pass_with_lora(tok):
+    "With peft LoRA on the last block only, the suffix pass from the kept prefix state gives the full pass's loss."
+    from tttlab.lora import LoRAConfig, make_strategy
+    model = tiny_llama(vocab_size=len(tok), hidden=64, layers=3, seed=2)
+    s = make_strategy("lora", model, LearningConfig(strategy="lora", learning_rate=5e-2, precision="fp32"),
+                      lora=LoRAConfig(r=4, layers=[2]))
+    assert learning_start(s.model) == 2 and learning_start(tiny_llama(vocab_size=len(tok))) is None
+    ids = torch.tensor([tok("import os\nfor name in os.listdir('.'):\n    print(name)\n" * 6)["input_ids"][:64]])
+    loss0, _, state = read_with_prefix(s.model, ids, 2, features=False, precision="fp32")
+    assert abs(suffix_loss(s.model, state, ids, "fp32") - loss0) < 1e-5
+    for _ in range(3): s.learn_chunk(ids)
+    after = suffix_loss(s.model, state, ids, "fp32")
+    assert abs(after - read_chunk(s.model, ids, False, "fp32")[0]) < 1e-5 and abs(after - loss0) > 1e-4  # it learned
 
 
 def test_cache_survives_restart_and_resumes(tok, split, tmp_path):
@@ -122,6 +141,16 @@ def test_guard_never_overspends(seed, budget):
     assert (per_file <= budget + 1e-6).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.floats(1.0, 6.0), carry=st.sampled_from([0.0, 5.0]))
+def test_stream_guard_holds_a_running_budget(seed, budget, carry):
+    eps = synthetic_episodes(8, 4, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    ro = rollout(eps, lambda o, al: torch.randint(0, 4, (len(o),), generator=g), budget, guard="stream", carry=carry)
+    spent = ro.cost.T[eps.mask.T].cumsum(0)  # decision t of every file, then t + 1
+    assert (spent <= budget * torch.arange(1, len(spent) + 1) + carry + 1e-5).all()
+
+
 def test_random_baseline_spends_the_budget_in_expectation():
     eps = synthetic_episodes(200, 6, seed=0)
     assert abs(score(eps, random_actions(eps, 2.0), "random").cost - 2.0) < 0.1
@@ -142,7 +171,8 @@ def test_policy_learns_the_rule_within_budget():
     free = rows["policy (no guard)"]
     assert free.cost <= 1.5 * 1.05, free
     assert free.recovery > 0.5 and free.gain > rows["random @ budget"].gain, free
-    assert rows["policy (guard)"].cost <= 1.5 + 1e-9
+    assert rows["policy (guard)"].cost <= 1.5 + 1e-9 and rows["policy (sampled, guard)"].cost <= 1.5 + 1e-9
+    assert rows["policy (sampled)"].recovery > 0  # the stochastic policy PPO trained also finds the rule
 
 
 def test_cli_end_to_end(tok, tmp_path):
@@ -156,14 +186,17 @@ def test_cli_end_to_end(tok, tmp_path):
         return rc, out.getvalue().strip().splitlines(), err.getvalue()
 
     rc, out, _ = run("build-cache", "--model", str(tmp_path / "tiny"), "--files", "3", "1", "2", "--chunk-size", "48",
-                     "--max-chunks", "3", "--precision", "fp32", "--lr", "3e-2")
-    assert rc == 0 and json.loads(out[-1])["decisions"]["test"] > 0
+                     "--max-chunks", "4", "--horizon", "2", "--precision", "fp32", "--lr", "3e-2")
+    built = json.loads(out[-1])
+    assert rc == 0 and built["decisions"]["test"] > 0 and built["seconds_per_decision"] > 0
     rc, out, _ = run("train", "--budget", "2", "--iterations", "4", "--repeats", "2")
     assert rc == 0 and (tmp_path / "cache" / "policy-b2.pt").exists()
     rc, out, _ = run("eval", "--budget", "2")
     table = json.loads(out[-1])
     names = [m["method"] for m in table["methods"]]
     assert rc == 0 and names[0] == "No-TTT (SKIP)" and names[-1] == "oracle" and "policy (guard)" in names
+    guarded = next(m for m in table["methods"] if m["method"] == "policy (guard)")
+    assert guarded["over_budget"] <= 1e-6  # the stream guard without carry never overspends
     assert all({"cost", "loss", "recovery"} <= set(m) for m in table["methods"])
     for args, msg in ((("train", "--budget", "0"), "positive"), (("eval", "--budget", "0.5"), "below the cost"),
                       (("eval", "--budget", "2", "--policy", str(tmp_path / "none.pt")), "no policy")):

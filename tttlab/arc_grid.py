@@ -365,7 +365,6 @@ class GridEncoderDecoder(nn.Module):
 
     def _embed(self, x: torch.Tensor, mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         "Embed a (B, h, w) window: colour (or colour frequency) plus position, as (B, h*w, d)."
-        B = x.shape[0]
         pos = grid_positions(*hw, self.cfg.d_model, self.pe, x.device)
         x = x.flatten(1)
         if not self.equivariant: return self.embed(x) + pos

@@ -11,14 +11,13 @@ import argparse
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from pydantic import Field, PositiveInt
-from tqdm.auto import tqdm
 
 from .models import TTTLabError, LabModel, LearningConfig, Precision, autocast, cache_dir, load_lm
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
@@ -298,7 +297,7 @@ class ArcLLMSolver:
 
     def __call__(self, task: Task) -> Solution:
         "Train on the task (unless disabled or shared), answer each test input, reset the adapter."
-        c, extras, t0 = self.config, {}, time.perf_counter()
+        c, extras = self.config, {}
         if c.ttt and not c.shared_adapter:
             self.strategy.reset()
             data = ttt_dataset(task, self.enc, c.cap, c.max_tokens, c.keep_zero, c.seed)

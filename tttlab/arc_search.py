@@ -8,14 +8,16 @@ Docs: https://tttlab.github.io/tttlab/arc_search.html.md"""
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
+import itertools
 import json
 import math
 import os
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,22 +34,25 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
                              tasks_from_args, task_solved)
 
 # %% auto #0
-__all__ = ['PRIMITIVES', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive', 'valid',
-           'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose', 'shift_up',
-           'shift_down', 'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border', 'top_half',
-           'bottom_half', 'left_half', 'right_half', 'drop_empty_lines', 'dedupe_lines', 'tile_2x2', 'tile_1x2',
-           'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2',
-           'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major', 'erase_minor',
-           'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1',
-           'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
-           'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour',
-           'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest',
-           'drop_singletons', 'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes',
-           'outline_bboxes', 'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size',
-           'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4',
-           'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
-           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'halves', 'task_context',
-           'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts',
+__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'FITTERS_ROOT', 'FITTERS_STATE', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context',
+           'Obj', 'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud',
+           'transpose', 'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content',
+           'pad_border', 'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines',
+           'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud',
+           'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3',
+           'keep_major', 'keep_minor', 'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2',
+           'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram',
+           'count_fg_row', 'count_colours_row', 'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi',
+           'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour', 'crop_unique_shape',
+           'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest', 'drop_singletons',
+           'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes', 'outline_bboxes',
+           'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size', 'stack_objs_h',
+           'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4', 'fall_down',
+           'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h',
+           'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'halves', 'task_context', 'values_key',
+           'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts', 'Fit',
+           'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule',
+           'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'pieces', 'fit_pieces', 'fit_object_recolour',
            'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
            'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
            'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
@@ -111,6 +116,7 @@ def _ranked_fg(g: Grid, bg: int) -> list[int]:
     c = colour_counts(g); c[bg] = 0
     return [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
 
+
 # %% ../nbs/06b_arc_search.ipynb #7fce3763
 @primitive("geometry")
 def rot90(g, ctx): return valid(np.rot90(g, 1))
@@ -142,6 +148,7 @@ def shift_left(g, ctx): return _shift(g, ctx, 0, -1)
 @primitive("geometry")
 def shift_right(g, ctx): return _shift(g, ctx, 0, 1)
 
+
 # %% ../nbs/06b_arc_search.ipynb #7aff50d2
 def _bbox(mask):
     "Bounding box (r0, r1, c0, c1) of a non-empty mask, else None."
@@ -171,11 +178,19 @@ def drop_empty_lines(g, ctx):
     r, c = keep.any(1), keep.any(0)
     return valid(g[r][:, c]) if r.any() else None
 @primitive("crop")
+def period_tile(g, ctx):
+    "The smallest tile whose repetition makes the grid (None when the grid is its own tile)."
+    h, w = g.shape
+    py = next(p for p in range(1, h + 1) if np.array_equal(g[p:], g[:h - p]))
+    px = next(p for p in range(1, w + 1) if np.array_equal(g[:, p:], g[:, :w - p]))
+    return valid(g[:py, :px]) if (py, px) != (h, w) else None
+@primitive("crop")
 def dedupe_lines(g, ctx):
     r = np.r_[True, (g[1:] != g[:-1]).any(1)]
     g = g[r]
     c = np.r_[True, (g[:, 1:] != g[:, :-1]).any(0)]
     return valid(g[:, c])
+
 
 # %% ../nbs/06b_arc_search.ipynb #166f5458
 @primitive("tile")
@@ -211,6 +226,7 @@ def upscale_3(g, ctx): return valid(g.repeat(3, 0).repeat(3, 1))
 def downscale_2(g, ctx): return valid(g[::2, ::2]) if g.shape[0] % 2 == 0 and g.shape[1] % 2 == 0 else None
 @primitive("scale")
 def downscale_3(g, ctx): return valid(g[::3, ::3]) if g.shape[0] % 3 == 0 and g.shape[1] % 3 == 0 else None
+
 
 # %% ../nbs/06b_arc_search.ipynb #241dec5d
 @primitive("colour")
@@ -286,6 +302,7 @@ def _eraser(c):
     def erase(g, ctx): return valid(np.where(g == c, ctx.bg, g)) if (g == c).any() and c != ctx.bg else None
     return erase
 for _c in range(10): primitive("colour", name=f"erase_{_c}")(_eraser(_c))
+
 
 # %% ../nbs/06b_arc_search.ipynb #2bb59350
 _FOUR, _EIGHT = ndimage.generate_binary_structure(2, 1), ndimage.generate_binary_structure(2, 2)
@@ -470,6 +487,7 @@ for _n, _r in [("overlay", lambda p, bg, ctx: p[np.argmax(p != bg, 0), np.arange
                ("majority", lambda p, bg, ctx: np.apply_along_axis(lambda v: np.bincount(v, minlength=10).argmax(), 0, p))]:
     primitive("logic", "objs", name=f"{_n}_panels")(_combine(_r))
 
+
 # %% ../nbs/06b_arc_search.ipynb #c8681dea
 def _complete(g, ctx, img):
     return valid(np.where(g == ctx.bg, img, g)) if img.shape == g.shape else None
@@ -577,6 +595,7 @@ def rays_diag(g, ctx):
         out[on & (out == ctx.bg)] = g[y, x]
     return valid(out)
 
+
 # %% ../nbs/06b_arc_search.ipynb #ee2e96c4
 def halves(g: Grid, axis: int) -> tuple[Grid, Grid] | None:
     "The two halves of a grid along `axis` (1: left/right), skipping a one-cell separator line in the middle."
@@ -611,6 +630,7 @@ for _axis, _side in ((1, "h"), (0, "v")):
     for _op in _LOGIC: primitive("logic", name=f"{_op}_{_side}")(_logic(_LOGIC[_op], _axis))
     primitive("logic", name=f"overlay_{_side}")(_overlay(_axis, True))
     primitive("logic", name=f"underlay_{_side}")(_overlay(_axis, False))
+
 
 # %% ../nbs/06b_arc_search.ipynb #eb9098bf
 def task_context(task: Task) -> Context:
@@ -650,6 +670,7 @@ class Found:
     predictions: list[Grid] # one per test input
     cost: float # the program's search cost
     nodes: int # nodes expanded when it was found
+    extra: int = 0 # length a fitted rule adds beyond its one step, for ranking
 
     def __str__(self):
         steps = list(self.program)
@@ -676,6 +697,9 @@ def run_program(program: Sequence[str], grid: Grid, ctx: Context, colour_map=Non
     if not isinstance(v, np.ndarray): return None
     return np.asarray(colour_map, np.int8)[v] if colour_map is not None else v
 
+KEEPS_SHAPE = frozenset(n for n, p in PRIMITIVES.items() if p.tin == "grid" and p.tout == "grid" and (
+    p.family in ("colour", "gravity", "fill", "lines", "symmetry") or n in ("rot180", "flip_lr", "flip_ud", "shift_up", "shift_down", "shift_left", "shift_right")))
+
 def search(task: Task, # the task; its test outputs are never read
            costs: dict[str, float] | None = None, # cost of each primitive (-log p from a guide); None = uniform
            max_depth: int = 3, # longest program
@@ -683,6 +707,7 @@ def search(task: Task, # the task; its test outputs are never read
            max_nodes: int = 1_000_000, # node budget
            match_weight: float = 1.0, # how much partial match lowers a child's priority
            extra_nodes: int = 300, # after the first program, how many more nodes to spend looking for agreement
+           fit_depth: int = 1, # run the fitters on grid states up to this depth
           ) -> SearchResult:
     "Best-first search for programs mapping every demonstration input to its output."
     t0 = time.perf_counter()
@@ -698,10 +723,17 @@ def search(task: Task, # the task; its test outputs are never read
     found, first, nodes, deepest, tick = [], None, 0, 0, 0
     heap: list = []
 
+    def fitted(vals, prog, g, fitters):
+        "Run fitters on a grid state; their rules become found programs."
+        for fitter in fitters:
+            for f in fitter(vals[:n_demo], targets, vals[n_demo:], ctx):
+                found.append(Found(tuple(prog) + (f.name,), None, f.predictions, g + f.extra, nodes, f.extra - 1))
+
     def visit(vals, typ, prog, g):
         "Check a new state for an answer; queue its children."
         nonlocal first
         score = 0.0
+        if typ == "grid" and len(prog) <= fit_depth: fitted(vals, prog, g, FITTERS_STATE)
         if typ == "grid":
             cands = vals[:n_demo]
             lut = colour_fit(cands, targets)
@@ -715,6 +747,8 @@ def search(task: Task, # the task; its test outputs are never read
             score = match_score(cands, targets)
         if len(prog) < max_depth:
             kids = by_type[typ] if len(prog) < max_depth - 1 else grid_out[typ]
+            if len(prog) == max_depth - 1 and typ == "grid" and any(c.shape != t.shape for c, t in zip(vals, targets)):
+                kids = [p for p in kids if p.name not in KEEPS_SHAPE]  # the last step must change a shape
             if kids:
                 states.append((vals, typ, tuple(prog), g, score, kids))
                 push(len(states) - 1, 0)
@@ -726,6 +760,7 @@ def search(task: Task, # the task; its test outputs are never read
             tick += 1
             heapq.heappush(heap, (g + costs[kids[k].name] + match_weight * (1 - score), tick, sid, k))
 
+    fitted(root, (), 0.0, FITTERS_ROOT)
     visit(root, "grid", (), 0.0)
     while heap and nodes < max_nodes and time.perf_counter() - t0 < time_budget:
         if first is not None and nodes >= first + extra_nodes: break
@@ -745,6 +780,7 @@ def search(task: Task, # the task; its test outputs are never read
                 seen.add(key)
                 deepest = max(deepest, len(prog) + 1)
                 visit(out, p.tout, prog + (p.name,), g + costs[p.name])
+    found.sort(key=lambda f: (len(f.program) + f.extra, f.cost))  # stable: among equals, the first found first
     return SearchResult(found, rank_attempts(found, len(task.test_inputs)), nodes, first,
                         time.perf_counter() - t0, deepest)
 
@@ -754,8 +790,470 @@ def rank_attempts(found: Sequence[Found], n_test: int, k: int = 2) -> list[list[
     for f in found:
         key = tuple(grid_key(p) for p in f.predictions)
         groups.setdefault(key, []).append(f)
-    ranked = sorted(groups.values(), key=lambda fs: (min(len(f.program) for f in fs), -len(fs), min(f.cost for f in fs)))
+    ranked = sorted(groups.values(), key=lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs)))
     return [[fs[0].predictions[i] for fs in ranked[:k]] for i in range(n_test)]
+
+
+# %% ../nbs/06b_arc_search.ipynb #a1f00002
+_D4 = {"id": lambda g: g, "rot90": lambda g: np.rot90(g, 1), "rot180": lambda g: np.rot90(g, 2),
+       "rot270": lambda g: np.rot90(g, 3), "flip_lr": lambda g: g[:, ::-1], "flip_ud": lambda g: g[::-1],
+       "transpose": lambda g: g.T, "antitranspose": lambda g: g[::-1, ::-1].T}
+
+@dataclass
+class Fit:
+    "A rule a fitter learned from the demonstrations, and what it predicts for the test inputs."
+    name: str # the rule, readable
+    predictions: list[Grid] # one per test input
+    extra: int = 1 # how much the rule adds to a program's length when programs are ranked
+
+def _same_all(xs: Sequence[Grid], ys: Sequence[Grid]) -> bool:
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(xs, ys))
+
+def _finish(picked: list[Grid], targets: Sequence[Grid], tests: list[Grid]) -> tuple[str, list[Grid]] | None:
+    "Match demonstration picks to targets up to one symmetry of the square or a colour map; apply it to the test picks."
+    for n, f in _D4.items():
+        if _same_all([f(p) for p in picked], targets): return ("" if n == "id" else n), [valid(f(t)) for t in tests]
+    lut = colour_fit(picked, targets)
+    if lut is not None: return "recolour", [lut[t] for t in tests]
+    k = {(t.shape[0] // p.shape[0], t.shape[1] // p.shape[1]) for p, t in zip(picked, targets)}
+    if len(k) == 1 and min(a := k.pop()) >= 1 and max(a) > 1 and _same_all([p.repeat(a[0], 0).repeat(a[1], 1) for p in picked], targets):
+        return f"upscale{a[0]}x{a[1]}", [valid(t.repeat(a[0], 0).repeat(a[1], 1)) for t in tests]
+    return None
+
+def _table(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    "A lookup table (sorted keys, their values) when equal keys always have equal values, else None."
+    order = np.argsort(keys, kind="stable"); k, v = keys[order], values[order]
+    new = np.r_[True, k[1:] != k[:-1]]
+    return None if (v != v[new][np.cumsum(new) - 1]).any() else (k[new], v[new])
+
+def _look_up(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray | None:
+    "The table's values for `keys`, or None when one of them was never seen."
+    uk, uv = table
+    idx = np.minimum(np.searchsorted(uk, keys), len(uk) - 1)
+    return uv[idx] if (uk[idx] == keys).all() else None
+
+def _vote(votes: dict, preds: list[Grid], name: str) -> None:
+    "One more rule for a prediction."
+    votes.setdefault(tuple(grid_key(q) for q in preds), [preds, []])[1].append(name)
+
+def _winners(votes: dict, extra: int, template: str = "{}") -> list[Fit]:
+    "The two predictions the most rules agree on, each named after its first rule."
+    best = sorted(votes.values(), key=lambda pv: -len(pv[1]))[:2]
+    return [Fit(template.format(names[0]), preds, extra) for preds, names in best]
+
+def _cut_all(cut: Callable, cands: Sequence[Grid], tests: Sequence[Grid], bg: int) -> tuple[list[dict], list[str]]:
+    "Cut every input with `cut(grid, bg) -> {kind: pieces}`; the cuttings, and the kinds every input has."
+    tables = [cut(g, bg) for g in list(cands) + list(tests)]
+    return tables, [k for k in tables[0] if all(k in t for t in tables)]
+
+def fit_constant(cands, targets, tests, ctx) -> list[Fit]:
+    "Every demonstration has the same output."
+    if all(np.array_equal(targets[0], t) for t in targets[1:]) and len(targets) > 1:
+        return [Fit("constant", [targets[0].copy() for _ in tests], 1)]
+    return []
+
+def fit_mosaic(cands, targets, tests, ctx) -> list[Fit]:
+    "The output as a grid of blocks, each a fixed symmetry of the input (or blank)."
+    ratios = {(t.shape[0] / c.shape[0], t.shape[1] / c.shape[1]) for c, t in zip(cands, targets)}
+    if len(ratios) != 1: return []
+    a, b = ratios.pop()
+    if a != int(a) or b != int(b) or a * b <= 1 or a > 5 or b > 5: return []
+    a, b = int(a), int(b)
+    opts = dict(_D4) | {"blank": lambda g: np.full_like(g, ctx.bg)}
+    plan = []
+    for i in range(a):
+        for j in range(b):
+            name = next((n for n, f in opts.items()
+                         if all(f(c).shape == c.shape and np.array_equal(f(c), t[i * c.shape[0]:(i + 1) * c.shape[0], j * c.shape[1]:(j + 1) * c.shape[1]])
+                                for c, t in zip(cands, targets))), None)
+            if name is None: return []
+            plan.append(name)
+    preds = []
+    for g in tests:
+        blocks = [opts[n](g) for n in plan]
+        if any(x.shape != g.shape for x in blocks): return []
+        preds.append(valid(np.block([[blocks[i * b + j] for j in range(b)] for i in range(a)])))
+    if any(p is None for p in preds): return []
+    return [Fit(f"mosaic{a}x{b}[{','.join(plan)}]", preds)]
+
+def fit_resize(cands, targets, tests, ctx) -> list[Fit]:
+    "Scale by the demonstrations' whole-number ratio (up by repetition; down by every k-th cell or a block's colour) or tile to their one output size, up to a symmetry or colour map."
+    ratios = {(t.shape[0] / c.shape[0], t.shape[1] / c.shape[1]) for c, t in zip(cands, targets)}
+    if len(ratios) != 1: return []
+    a, b = ratios.pop()
+    ops = {}
+    if a >= 1 and b >= 1 and a == int(a) and b == int(b) and a * b > 1:
+        a, b = int(a), int(b)
+        ops[f"upscale{a}x{b}"] = lambda g: valid(g.repeat(a, 0).repeat(b, 1))
+    elif a <= 1 and b <= 1 and 1 / a == int(1 / a) and 1 / b == int(1 / b) and a * b < 1:
+        ka, kb = int(round(1 / a)), int(round(1 / b))
+        ops[f"sample{ka}x{kb}"] = lambda g: valid(g[::ka, ::kb])
+        def majority(g):
+            h, w = g.shape[0] // ka, g.shape[1] // kb
+            if h * ka != g.shape[0] or w * kb != g.shape[1] or not h or not w: return None
+            blocks = g.reshape(h, ka, w, kb).transpose(0, 2, 1, 3).reshape(h, w, ka * kb)
+            counts = np.stack([(blocks == c).sum(2) for c in range(10)], 2)
+            fgc = counts.copy(); fgc[..., ctx.bg] = 0
+            return valid(np.where(fgc.max(2) > 0, fgc.argmax(2), ctx.bg))
+        ops[f"block_colour{ka}x{kb}"] = majority
+    if len({t.shape for t in targets}) == 1 and any(t.shape != c.shape for c, t in zip(cands, targets)):
+        H, W = targets[0].shape
+        ops[f"tile_to{H}x{W}"] = lambda g: valid(np.tile(g, (-(-H // g.shape[0]), -(-W // g.shape[1])))[:H, :W])
+    out = []
+    for name, f in ops.items():
+        picks = [f(g) for g in list(cands) + list(tests)]
+        if any(p is None for p in picks): continue
+        done = _finish(picks[:len(cands)], targets, picks[len(cands):])
+        if done is not None and all(p is not None for p in done[1]): out.append(Fit(name + (f",{done[0]}" if done[0] else ""), done[1]))
+    return out
+
+# %% ../nbs/06b_arc_search.ipynb #a1f00016
+def grid_counts(g: Grid, bg: int) -> dict[str, int]:
+    "Whole-grid numbers a small output may report: cells, colours, objects, symmetry, the major and minor colours."
+    r = _ranked_fg(g, bg)
+    counts = colour_counts(g)
+    out = {"cells": int((g != bg).sum()), "colours": len(r), "major": r[0] if r else bg, "minor": r[-1] if r else bg,
+           "major_cells": int(counts[r[0]]) if r else 0, "minor_cells": int(counts[r[-1]]) if r else 0,
+           "symmetric_lr": int(np.array_equal(g, g[:, ::-1])), "symmetric_ud": int(np.array_equal(g, g[::-1]))}
+    for mode, (multi, diag) in {"colour": (False, False), "multi": (True, False), "multi8": (True, True)}.items():
+        objs = objects(g, bg, multi, diag)
+        out[f"objects_{mode}"] = len(objs)
+        sizes = Counter(o.size for o in objs)
+        out[f"largest_{mode}"] = max(sizes, default=0)
+        big = [o for o in objs if o.size == out[f"largest_{mode}"]]
+        out[f"largest_colour_{mode}"] = int(np.bincount(big[0].colours[big[0].mask], minlength=10).argmax()) if len(big) == 1 else -1
+        out[f"shapes_{mode}"] = len({_shape_key(o) for o in objs})
+    return out
+
+def fit_count(cands, targets, tests, ctx) -> list[Fit]:
+    "A small output that reports a property of the input: looked up in a table of whole outputs, or drawn as a bar of N cells; properties vote."
+    ins = [grid_counts(g, ctx.bg) for g in list(cands) + list(tests)]
+    n, votes = len(cands), {}
+    keys = [grid_key(t) for t in targets]
+    by_key = dict(zip(keys, targets))
+    forms = {"row": lambda k: (1, k), "column": lambda k: (k, 1), "square": lambda k: (k, k)}
+    for prop in ins[0]:
+        table: dict = {}
+        if (len(set(keys)) < n and all(table.setdefault(d[prop], k) == k for d, k in zip(ins[:n], keys))
+                and len(table) >= 2 and all(d[prop] in table for d in ins[n:])):  # outputs repeat, and one property tells which
+            _vote(votes, [by_key[table[d[prop]]].copy() for d in ins[n:]], f"lookup[{prop}]")
+        for form, shape in forms.items():
+            for colour_from in ("major", "minor", None):
+                colour = lambda d: d[colour_from] if colour_from else int(targets[0].ravel()[0])
+                if not all(t.shape == shape(d[prop]) and (t == colour(d)).all() for d, t in zip(ins[:n], targets)): continue
+                if not all(1 <= d[prop] <= 30 for d in ins[n:]): continue
+                _vote(votes, [valid(np.full(shape(d[prop]), colour(d), np.int8)) for d in ins[n:]], f"count[{prop} as a {form}]")
+    return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #a1f00005
+def _ray_first(g: Grid, bg: int, dy: int, dx: int) -> np.ndarray:
+    "For every cell, the first non-background colour seen walking in direction (dy, dx); 10 when none."
+    h, w = g.shape
+    out = np.full((h, w), 10, np.int16)
+    for k in range(1, max(h, w)):
+        sy, sx = dy * k, dx * k
+        if abs(sy) >= h or abs(sx) >= w: break
+        src = g[max(sy, 0):h + min(sy, 0), max(sx, 0):w + min(sx, 0)]
+        dst = out[max(-sy, 0):h + min(-sy, 0), max(-sx, 0):w + min(-sx, 0)]
+        m = (dst == 10) & (src != bg)
+        dst[m] = src[m]
+    return out
+
+_CELL_FEATURES = ("colour", *(f"next_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")),
+                  *(f"ray_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")), "fg_next4", "fg_next_diag",
+                  "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank")
+
+def cell_features(g: Grid, # the grid
+                  bg: int, # its background colour
+                 ) -> np.ndarray:
+    "One row of small integers (0..31) per cell: its colour, neighbours, first colour along 8 rays, counts, region and line facts."
+    h, w = g.shape
+    p = np.pad(g.astype(np.int64), 1, constant_values=10)
+    dirs = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+    at = lambda dy, dx: p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    fg = g != bg
+    fgp = np.pad(fg, 1).astype(np.int64)
+    near = lambda ds: sum(fgp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in ds)
+    size, border = np.zeros((h, w), np.int64), np.zeros((h, w), np.int64)
+    for c in np.flatnonzero(colour_counts(g)):
+        lab, n = ndimage.label(g == c, _FOUR)
+        sizes = np.bincount(lab.ravel())
+        edge = np.zeros(n + 1, bool); edge[np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]]] = True
+        m = lab > 0
+        size[m] = np.minimum(sizes[lab[m]], 31); border[m] = edge[lab[m]]
+    counts = colour_counts(g).astype(np.int64); counts[bg] = -1
+    rank = np.argsort(np.argsort(-counts, kind="stable"), kind="stable")  # 0: the most common foreground colour
+    line_major = lambda axis: np.stack([(g == c).sum(axis) * (c != bg) for c in range(10)]).argmax(0) + 10 * ~fg.any(axis)
+    feats = [g.astype(np.int64)] + [at(dy, dx) for dy, dx in dirs] + [_ray_first(g, bg, dy, dx).astype(np.int64) for dy, dx in dirs]
+    feats += [near(dirs[:4]), near(dirs[4:]), size, border,
+              np.broadcast_to(fg.any(1)[:, None], (h, w)), np.broadcast_to(fg.any(0)[None, :], (h, w)),
+              np.broadcast_to(np.minimum(line_major(1), 10)[:, None], (h, w)), np.broadcast_to(np.minimum(line_major(0), 10)[None, :], (h, w)),
+              np.where(fg, np.minimum(rank[g], 3), 4)]
+    return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
+
+_COPY_FROM = (0, *range(9, 17), 23, 24)  # colour-valued features an output cell may copy: its own colour, a ray's, its row's or column's
+
+def fit_local_rule(cands, targets, tests, ctx, max_extra: int = 3) -> list[Fit]:
+    "Each output cell as a function of at most `max_extra` cell features besides its colour, the fewest that fit every demonstration and cover every test cell."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
+    X = np.concatenate([cell_features(c, ctx.bg) for c in cands]); y = np.concatenate([t.ravel() for t in targets]).astype(np.int64)
+    T = [cell_features(g, ctx.bg) for g in tests]
+    nf = X.shape[1]
+    enc = {None: y} | {j: np.where(y == X[:, j], 100 + j, y) for j in _COPY_FROM}  # 100 + j: "copy feature j"
+    wide = [list(range(0, 5)), [0, *range(9, 13)], list(range(0, 9)), [0, *range(9, 17)]]  # the 4 or 8 neighbours or rays
+    sizes = [[(c, srcs) for e in itertools.combinations(range(1, nf), s)
+              for c, srcs in [([0, *e], (None,) + (_COPY_FROM[1:] if s < 3 else ())), (list(e), (None,) + _COPY_FROM if s < 3 else ())]]
+             for s in range(1, max_extra + 1)] + [[(w, (None,))] for w in wide]
+    for cands_of_size in sizes:
+        votes: dict = {}
+        for cols, srcs in cands_of_size:
+            if not srcs: continue
+            key = X[:, cols] @ (32 ** np.arange(len(cols)))
+            order = np.argsort(key, kind="stable"); k = key[order]
+            new = np.r_[True, k[1:] != k[:-1]]; grp = np.cumsum(new) - 1
+            tks = [t[:, cols] @ (32 ** np.arange(len(cols))) for t in T]
+            uk = k[new]
+            idxs = [np.minimum(np.searchsorted(uk, tk), len(uk) - 1) for tk in tks]
+            if not all((uk[ix] == tk).all() for ix, tk in zip(idxs, tks)): continue  # a test cell was never seen
+            for s_ in srcs:
+                v = enc[s_][order]
+                if (v != v[new][grp]).any(): continue
+                uv = v[new]
+                preds = []
+                for g, t, ix in zip(tests, T, idxs):
+                    out = uv[ix]
+                    out = np.where(out >= 100, t[np.arange(len(out)), np.maximum(out - 100, 0)], out)
+                    if out.max() > 9: break
+                    preds.append(valid(out.reshape(g.shape)))
+                else:
+                    _vote(votes, preds, "+".join(_CELL_FEATURES[c] for c in cols) + ("" if s_ is None else f"->copy {_CELL_FEATURES[s_]}"))
+        if votes: return _winners(votes, 2, "local_rule[{}]")
+    return []
+
+# %% ../nbs/06b_arc_search.ipynb #a1f00013
+def _splits(g: Grid, bg: int) -> dict[str, np.ndarray]:
+    "Ways to cut a grid into equal panels (by separator lines, or into 2-4 equal strips), each as a stack (k, h, w)."
+    out = {}
+    panels = cells_between_lines(g, Context(bg, bg))
+    if panels and len({p.colours.shape for p in panels}) == 1: out["lines"] = np.stack([p.colours for p in panels])
+    for axis in (0, 1):
+        hv = halves(g, axis)
+        if hv is not None: out[f"halves{axis}"] = np.stack(hv)
+        for k in (3, 4):
+            if g.shape[axis] % k == 0: out[f"strips{k}_{axis}"] = np.stack(np.split(g, k, axis))
+    return out
+
+def fit_panel_rule(cands, targets, tests, ctx) -> list[Fit]:
+    "The output as a cell-by-cell function of equal panels of the input (AND, OR, XOR, overlays, in any colours), learned from the demonstrations."
+    splits, kinds = _cut_all(_splits, cands, tests, ctx.bg)
+    n, out = len(cands), []
+    for kind in kinds:
+        stacks = [s[kind] for s in splits]
+        if len({s.shape[0] for s in stacks}) != 1 or any(s.shape[1:] != t.shape for s, t in zip(stacks, targets)): continue
+        for abstract in (True, False):
+            code = lambda s: ((s != ctx.bg) if abstract else s).reshape(s.shape[0], -1).T.astype(np.int64) @ (11 ** np.arange(s.shape[0]))
+            table = _table(np.concatenate([code(s) for s in stacks[:n]]), np.concatenate([t.ravel() for t in targets]).astype(np.int64))
+            if table is None: continue
+            looked = [_look_up(table, code(s)) for s in stacks[n:]]
+            if all(v is not None for v in looked):
+                out.append(Fit(f"panel_rule[{kind}{',colours' if not abstract else ''}]", [valid(v.reshape(s.shape[1:])) for v, s in zip(looked, stacks[n:])]))
+                break
+    return out
+
+# %% ../nbs/06b_arc_search.ipynb #a1f00008
+@functools.lru_cache(maxsize=64)
+def _maps(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    "Cell maps (inside, source index, flat) of the mirrors about any axis, half turns and translations of an h×w grid."
+    r, c = np.indices((h, w))
+    maps = [(r, s - c) for s in range(1, 2 * w - 2)] + [(s - r, c) for s in range(1, 2 * h - 2)]  # mirrors about column/row s/2
+    maps += [(c - d, r + d) for d in range(-h + 2, w - 1)] + [(k - c, k - r) for k in range(1, h + w - 2)]  # diagonal mirrors
+    maps += [(sy - r, sx - c) for sy in range(h - 3, h + 2) for sx in range(w - 3, w + 2)]  # half turns near the centre
+    maps += [m for dy in range(0, h // 2 + 1) for dx in range(-(w // 2), w // 2 + 1) if (dy, dx) > (0, 0)
+             for m in ((r + dy, c + dx), (r - dy, c - dx))]  # translations, both ways
+    out = []
+    for rr, cc in maps:
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        out.append((inside.ravel(), np.where(inside, rr * w + cc, 0).ravel()))
+    return tuple(out)
+
+def fill_by_symmetry(g: Grid, # the grid
+                     hole: int, # the colour of the cells to fill
+                    ) -> Grid | None:
+    "Fill the `hole` cells from the symmetries (mirrors, half turns, periods) the rest of the grid obeys exactly; None if some stay unfilled."
+    flat = g.ravel()
+    known = flat != hole
+    if known.all() or not known.any(): return None
+    need = int(known.sum()) // 2
+    usable = []
+    for inside, src in _maps(*g.shape):
+        both = inside & known & known[src]
+        if both.sum() >= need and (flat[both] == flat[src][both]).all(): usable.append((inside, src))
+    out = flat.copy()
+    for _ in range(3):
+        for inside, src in usable:
+            take = inside & (out == hole) & (out[src] != hole)
+            out[take] = out[src][take]
+        if not (out == hole).any(): return valid(out.reshape(g.shape))
+    return None
+
+def fit_fill_holes(cands, targets, tests, ctx) -> list[Fit]:
+    "A colour that every input has and no output has marks holes; fill them by symmetry (the output is the grid or the hole's box)."
+    if len(cands) != len(targets): return []
+    holes = [c for c in range(10) if all((g == c).any() for g in list(cands) + list(tests)) and not any((t == c).any() for t in targets)]
+    crop = any(c.shape != t.shape for c, t in zip(cands, targets))
+    out = []
+    for hole in holes:
+        def run(g):
+            if crop:
+                r0, r1, c0, c1 = _bbox(g == hole)
+                f = fill_by_symmetry(g, hole)
+                return None if f is None else valid(f[r0:r1, c0:c1])
+            return fill_by_symmetry(g, hole)
+        if crop and any((lambda b: (b[1] - b[0], b[3] - b[2]))(_bbox(c == hole)) != t.shape for c, t in zip(cands, targets)): continue
+        if all((p := run(c)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
+            preds = [run(g) for g in tests]
+            if all(p is not None for p in preds): out.append(Fit(f"fill_holes[{hole}{',crop' if crop else ''}]", preds))
+    return out
+
+# %% ../nbs/06b_arc_search.ipynb #a1f0000b
+_PIECE_PROPS = ("size", "area", "height", "width", "colours", "top", "left", "bottom", "right", "shape_twins",
+                "colour_twins", "density", "symmetric", "holes") + tuple(f"has_{c}" for c in range(10))
+
+def _holes(mask: np.ndarray) -> int:
+    "How many background regions the mask encloses."
+    lab, n = ndimage.label(~np.pad(mask, 1), _FOUR)
+    return n - 1
+
+def pieces(g: Grid, # the grid
+           bg: int, # its background colour
+          ) -> dict[str, tuple[list[Grid], np.ndarray]]:
+    "Candidate sub-grids of `g` by kind (objects of each connectivity, as cut-outs, boxes or box interiors), each with a row of properties."
+    out = {}
+    for mode, (multi, diag) in {"colour": (False, False), "colour8": (False, True), "multi": (True, False), "multi8": (True, True)}.items():
+        objs = objects(g, bg, multi, diag)
+        if not 2 <= len(objs) <= 60: continue
+        shapes = Counter(_shape_key(o) for o in objs)
+        csets = [frozenset(np.unique(o.colours[o.mask]).tolist()) for o in objs]
+        ccount = Counter(csets)
+        props = np.array([[o.size, o.mask.size, o.mask.shape[0], o.mask.shape[1], len(cs), -o.top, -o.left,
+                           o.top + o.mask.shape[0], o.left + o.mask.shape[1], -shapes[_shape_key(o)], -ccount[cs],
+                           o.size / o.mask.size, float(np.array_equal(o.mask, o.mask[:, ::-1]) or np.array_equal(o.mask, o.mask[::-1])),
+                           _holes(o.mask)] + [float(c in cs) for c in range(10)] for o, cs in zip(objs, csets)], float)
+        boxes = [g[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]] for o in objs]
+        out[f"{mode}:cut"] = ([o.colours for o in objs], props)
+        out[f"{mode}:box"] = (boxes, props)
+        inner = [b[1:-1, 1:-1] if min(b.shape) >= 3 else None for b in boxes]
+        if all(x is not None for x in inner): out[f"{mode}:inside"] = (inner, props)
+    present = [c for c in range(10) if c != bg and (g == c).any()]
+    if len(present) >= 2:
+        boxes = [g[r0:r1, c0:c1] for r0, r1, c0, c1 in (_bbox(g == c) for c in present)]
+        props = np.array([[int((g == c).sum()), b.size, *b.shape, len(np.unique(b)), 0, 0, 0, 0, 0, 0,
+                           float((g == c).sum() / b.size), float(np.array_equal(b, b[:, ::-1]) or np.array_equal(b, b[::-1])), 0]
+                          + [float(c == k) for k in range(10)] for c, b in zip(present, boxes)], float)
+        out["colour_box"] = (boxes, props)
+        inner = [b[1:-1, 1:-1] if min(b.shape) >= 3 else None for b in boxes]
+        if all(x is not None for x in inner): out["colour_box:inside"] = (inner, props)
+    panels = cells_between_lines(g, Context(bg, bg))
+    if panels:
+        out["panel"] = ([p.colours for p in panels], np.array([[int((p.colours != bg).sum()), p.colours.size, *p.colours.shape,
+            len(np.unique(p.colours)), -p.top, -p.left, p.top + p.colours.shape[0], p.left + p.colours.shape[1],
+            -sum(np.array_equal(p.colours != bg, q.colours != bg) for q in panels),
+            -sum(np.array_equal(p.colours, q.colours) for q in panels), float((p.colours != bg).mean()),
+            float(np.array_equal(p.colours, p.colours[:, ::-1]) or np.array_equal(p.colours, p.colours[::-1])), 0]
+            + [float((p.colours == c).any()) for c in range(10)] for p in panels], float))
+    return out
+
+def _select(props: np.ndarray, j: int, op: str) -> int | None:
+    "Index of the piece a rule picks: the unique largest (max), smallest (min) or odd one out (odd) value of property j."
+    v = props[:, j]
+    if op == "odd":
+        vals, counts = np.unique(v, return_counts=True)
+        if len(vals) != 2 or counts.min() != 1 or counts.max() < 2: return None
+        hit = np.flatnonzero(v == vals[counts.argmin()])
+    else:
+        hit = np.flatnonzero(v == (v.max() if op == "max" else v.min()))
+    return int(hit[0]) if len(hit) == 1 else None
+
+def fit_pieces(cands, targets, tests, ctx) -> list[Fit]:
+    "The output is one piece of the input, picked by a property (largest, smallest, odd one out, has a colour), then maybe turned or recoloured."
+    tables, kinds = _cut_all(pieces, cands, tests, ctx.bg)
+    out, n = [], len(cands)
+    for kind in kinds:
+        for j, prop in enumerate(_PIECE_PROPS):
+            for op in ("max", "min", "odd"):
+                picks = []
+                for t in tables:
+                    k = _select(t[kind][1], j, op)
+                    if k is None: break
+                    picks.append(t[kind][0][k])
+                else:
+                    if any(sorted(p.shape) != sorted(tg.shape) and (tg.shape[0] % p.shape[0] or tg.shape[1] % p.shape[1])
+                           for p, tg in zip(picks, targets)): continue
+                    done = _finish(picks[:n], targets, picks[n:])
+                    if done is not None and all(p is not None for p in done[1]):
+                        out.append(Fit(f"piece[{kind},{op} {prop}{',' + done[0] if done[0] else ''}]", done[1], 2))
+    return out
+
+# %% ../nbs/06b_arc_search.ipynb #a1f0000e
+_OBJ_PROPS = ("size", "height", "width", "holes", "on_border", "size_rank", "size_rank_from_small", "shape", "colour",
+              "colours", "symmetric", "rectangle", "shape_twins")
+
+def _object_props(g: Grid, objs: Sequence[Obj]) -> np.ndarray:
+    "One row of properties per object, comparable across grids (a shape is a hash of its mask)."
+    sizes = np.array([o.size for o in objs])
+    big = {s: r for r, s in enumerate(sorted(set(sizes.tolist()), reverse=True))}
+    twins = Counter(_shape_key(o) for o in objs)
+    return np.array([[o.size, *o.mask.shape, _holes(o.mask),
+                      int(o.top == 0 or o.left == 0 or o.top + o.mask.shape[0] == g.shape[0] or o.left + o.mask.shape[1] == g.shape[1]),
+                      big[o.size], len(big) - 1 - big[o.size], hash(o.mask.shape + (o.mask.tobytes(),)) % 1_000_003,
+                      int(np.bincount(o.colours[o.mask], minlength=10).argmax()), len(np.unique(o.colours[o.mask])),
+                      int(np.array_equal(o.mask, o.mask[:, ::-1])), int(o.size == o.mask.size), min(twins[_shape_key(o)], 3)]
+                     for o in objs], np.int64)
+
+def fit_object_recolour(cands, targets, tests, ctx) -> list[Fit]:
+    "Each object painted one colour (or left as it is) according to one or two of its properties; the rest of the grid is unchanged."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
+    for mode, (multi, diag) in {"colour": (False, False), "multi": (True, False), "colour8": (False, True), "multi8": (True, True)}.items():
+        objs = [objects(g, ctx.bg, multi, diag) for g in list(cands) + list(tests)]
+        if not all(1 <= len(o) <= 60 for o in objs): continue
+        if any(not np.array_equal(np.where(paint(os_, c.shape, ctx.bg) != ctx.bg, c, t), c)
+               for os_, c, t in zip(objs, cands, targets)): continue  # something changed outside the objects
+        props = [_object_props(g, os_) for g, os_ in zip(list(cands) + list(tests), objs)]
+        ys = {}
+        for keep_first in (False, True):
+            y = []
+            for os_, c, t in zip(objs, cands, targets):
+                for o in os_:
+                    view = t[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]][o.mask]
+                    same = np.array_equal(view, o.colours[o.mask])
+                    y.append(-1 if (same and keep_first) or (same and len(np.unique(view)) > 1) else
+                             int(view[0]) if (view == view[0]).all() else -2)
+            ys[keep_first] = np.array(y)
+        if (ys[False] == -2).any(): continue
+        X = np.concatenate(props[:len(cands)]); nd = len(cands)
+        votes: dict = {}
+        for cols in [[j] for j in range(len(_OBJ_PROPS))] + [list(p) for p in itertools.combinations(range(len(_OBJ_PROPS)), 2)]:
+            if len(cols) == 2 and votes: break  # one property explains it: pairs would only add noise
+            key = X[:, cols] @ (1_000_003 ** np.arange(len(cols)))
+            for keep_first in (False, True):
+                table = _table(key, ys[keep_first])
+                if table is None or (table[1] == -1).all(): continue
+                preds = []
+                for g, os_, pr in zip(tests, objs[nd:], props[nd:]):
+                    cols_of = _look_up(table, pr[:, cols] @ (1_000_003 ** np.arange(len(cols))))
+                    if cols_of is None: break
+                    out = g.copy()
+                    for o, col in zip(os_, cols_of):
+                        if col >= 0: out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]][o.mask] = col
+                    preds.append(valid(out))
+                else:
+                    _vote(votes, preds, "+".join(_OBJ_PROPS[j] for j in cols))
+                    break
+        if votes: return _winners(votes, 2, f"recolour_objects[{mode}:{{}}]")
+    return []
+
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule)
+FITTERS_STATE = (fit_mosaic, fit_resize)
 
 # %% ../nbs/06b_arc_search.ipynb #4be172b2
 def _pair_scalars(i: Grid, o: Grid) -> list[float]:
@@ -829,6 +1327,7 @@ def guide_costs(guide: Guide, pairs: Sequence[tuple[Grid, Grid]]) -> dict[str, f
         norm = math.log(sum(1 / r for r in range(1, len(order) + 1)))
         costs |= {n: math.log(r) + norm for r, n in enumerate(order, 1)}
     return costs
+
 
 # %% ../nbs/06b_arc_search.ipynb #f50332b0
 def random_program(rng: np.random.Generator, depth: int) -> tuple[str, ...]:
@@ -911,6 +1410,7 @@ def synthetic_examples(tasks: Sequence[Task], n: int, names: Sequence[str], seed
     bar.close()
     return out
 
+
 # %% ../nbs/06b_arc_search.ipynb #553494e4
 def adapt_guide(guide: Guide, # the static guide (left unchanged)
                 task: Task, # the task to adapt to
@@ -958,6 +1458,7 @@ def load_guide(path: Path | None = None) -> Guide:
     except (SafetensorError, KeyError, RuntimeError, ValueError, OSError) as e:
         raise GuideError(f"{path} is not a guide checkpoint of this version ({e}); retrain it with `tttlab arc train-guide`") from None
     return guide.eval()
+
 
 # %% ../nbs/06b_arc_search.ipynb #7ebd3841
 GUIDE_MODES = ("none", "static", "ttt")
@@ -1021,6 +1522,7 @@ def write_json(path: Path, obj) -> None:
     with os.fdopen(fd, "w") as f: json.dump(obj, f)
     os.replace(tmp, path)
 
+
 # %% ../nbs/06b_arc_search.ipynb #7a48486b
 def harvest_programs(tasks: Sequence[Task], seconds: float, progress: bool = True) -> dict[str, list[str]]:
     "Programs an unguided search finds for training tasks, kept when they solve the task's test inputs."
@@ -1072,3 +1574,4 @@ def guide_quality(guide: Guide, examples) -> dict[str, float]:
     hit = torch.zeros_like(y).scatter_(1, top, 1.0)
     return {"val_bce": float(F.binary_cross_entropy_with_logits(logits, y)),
             "val_recall_at_10": float((hit * y).sum() / y.sum())}
+

@@ -7,7 +7,6 @@ Docs: https://tttlab.github.io/tttlab/cli.html.md"""
 # %% ../nbs/07c_cli.ipynb #20514cbd
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import sys

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,18 +31,20 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, autocast, cache_dir
+from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
-__all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'LOSS_EMA', 'Chooser', 'PonderError',
-           'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'parse_action',
+__all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'LOSS_EMA', 'GuardMode', 'Chooser',
+           'PonderError', 'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'parse_action',
            'check_budget', 'stdlib_root', 'source_files', 'CorpusSplit', 'split_corpus', 'file_chunks', 'group_slices',
-           'code_metrics', 'sequence_stats', 'read_chunk', 'static_features', 'CacheSettings', 'FileOutcomes',
-           'OutcomeCache', 'file_outcomes', 'build_cache', 'Episodes', 'BudgetTracker', 'Rollout', 'rollout',
-           'MethodResult', 'score', 'fixed_actions', 'random_actions', 'ThresholdGate', 'oracle_actions',
-           'synthetic_episodes', 'periodic_actions', 'best_periodic', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig',
-           'gae', 'TrainedPolicy', 'greedy_actions', 'single_thread', 'train_policy', 'compare_methods',
-           'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead', 'method_family',
-           'pareto_figure', 'default_cache_root', 'main']
+           'code_metrics', 'sequence_stats', 'learning_start', 'PrefixState', 'read_with_prefix', 'read_chunk',
+           'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache', 'file_outcomes',
+           'build_cache', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout', 'rollout', 'MethodResult', 'score',
+           'fixed_actions', 'random_actions', 'ThresholdGate', 'oracle_actions', 'synthetic_episodes',
+           'periodic_actions', 'best_periodic', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
+           'greedy_actions', 'sampled_actions', 'single_thread', 'train_policy', 'compare_methods', 'results_table',
+           'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure',
+           'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #9da63ebb
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -239,40 +241,87 @@ def _hidden_stats(h: torch.Tensor) -> list[float]:
     std = h.std()
     return [h.mean().item(), std.item(), (h.abs() < 0.1 * std).float().mean().item()]
 
+def _causal_lm(model: nn.Module) -> nn.Module:
+    "The plain causal LM under a peft wrapper (or the model itself)."
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+def learning_start(model: nn.Module, # the strategy's model, after the strategy has marked what it learns
+                  ) -> int | None:
+    "The first block holding a trainable parameter, when every trainable parameter lies in the blocks; else None."
+    lm = _causal_lm(model)
+    try: blocks = decoder_layers(lm)
+    except TTTLabError: return None
+    trainable = {id(p) for p in lm.parameters() if p.requires_grad}
+    starts = [i for i, b in enumerate(blocks) if any(id(p) in trainable for p in b.parameters())]
+    if not starts or trainable - {id(p) for p in blocks.parameters()}: return None
+    return starts[0]
+
+@dataclass
+class PrefixState:
+    "A chunk's hidden states entering block `start`, and its rotary embeddings: all the learning blocks see of it."
+    start: int
+    hidden: torch.Tensor  # [1, T, d]
+    pos_emb: tuple  # (cos, sin)
+
 @torch.no_grad()
-def read_chunk(model: nn.Module, # the (possibly adapted) causal LM
-               ids: torch.Tensor, # the chunk, shape [1, T]
-               features: bool = True, # also compute the 14 model features
-               precision: Precision = "auto", # autocast precision
-              ) -> tuple[float, list[float]]:
-    "The chunk's mean next-token loss and (when asked) its confidence, activation and attention features."
+def read_with_prefix(model: nn.Module, # the (possibly adapted) causal LM
+                     ids: torch.Tensor, # the chunk, shape [1, T]
+                     start: int | None, # keep the hidden states entering this block; None keeps nothing
+                     features: bool = True, # also compute the 14 model features
+                     precision: Precision = "auto", # autocast precision
+                    ) -> tuple[float, list[float], PrefixState | None]:
+    "The chunk's mean next-token loss, its model features (when asked) and its prefix state, from one forward pass."
     dev = _model_device(model)
     ids = ids.to(dev)
-    captured = {}
-    hook = None
+    captured, hooks = {}, []
+    def grab(name):
+        def hook(mod, args, kwargs):
+            captured[name] = (kwargs.get("hidden_states", args[0] if args else None),
+                              kwargs.get("position_embeddings", args[1] if len(args) > 1 else None))
+        return hook
     if features:
         block = _last_attention_block(model)
-        def grab(mod, args, kwargs):
-            captured["h"] = kwargs.get("hidden_states", args[0] if args else None)
-            captured["pe"] = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
-        hook = block.register_forward_pre_hook(grab, with_kwargs=True)
+        hooks.append(block.register_forward_pre_hook(grab("attn"), with_kwargs=True))
+    if start is not None:
+        hooks.append(decoder_layers(_causal_lm(model))[start].register_forward_pre_hook(grab("prefix"), with_kwargs=True))
     try:
         with autocast(dev, precision):
             out = model(input_ids=ids, output_hidden_states=features)
-            if features: attn = _attention_features(block, captured["h"], captured["pe"])
+            if features: attn = _attention_features(block, *captured["attn"])
     finally:
-        if hook is not None: hook.remove()
+        for h in hooks: h.remove()
+    state = PrefixState(start, *captured["prefix"]) if start is not None else None
     logits = out.logits[0, :-1].float()
     nll = F.cross_entropy(logits, ids[0, 1:], reduction="none")
     loss = nll.mean().item()
-    if not features: return loss, []
+    if not features: return loss, [], state
     logp = logits.log_softmax(-1)
     ent = -(logp.exp() * logp).sum(-1)
     half = len(nll) // 2
     conf = [ent.mean().item(), loss, (ent[half:].mean() - ent[:half].mean()).item(),
             (nll[half:].mean() - nll[:half].mean()).item()]
     hs = out.hidden_states
-    return loss, conf + _hidden_stats(hs[-1]) + _hidden_stats(hs[len(hs) // 2]) + attn
+    return loss, conf + _hidden_stats(hs[-1]) + _hidden_stats(hs[len(hs) // 2]) + attn, state
+
+def read_chunk(model: nn.Module, # the (possibly adapted) causal LM
+               ids: torch.Tensor, # the chunk, shape [1, T]
+               features: bool = True, # also compute the 14 model features
+               precision: Precision = "auto", # autocast precision
+              ) -> tuple[float, list[float]]:
+    "The chunk's mean next-token loss and (when asked) its confidence, activation and attention features."
+    return read_with_prefix(model, ids, None, features, precision)[:2]
+
+@torch.no_grad()
+def suffix_loss(model: nn.Module, # the (possibly adapted) causal LM
+                state: PrefixState, # the chunk's prefix state, from `read_with_prefix`
+                ids: torch.Tensor, # the chunk, shape [1, T]
+                precision: Precision = "auto", # autocast precision
+               ) -> float:
+    "The chunk's mean next-token loss computed from its prefix state: only the blocks from `state.start` and the head run."
+    lm = _causal_lm(model)
+    dev = _model_device(lm)
+    with autocast(dev, precision):
+        return lm_loss(lm, PrefixCache(lm, state.start, precision).suffix(state.hidden, state.pos_emb), ids.to(dev)).item()
 
 def static_features(model_feats: list[float], # the 14 from `read_chunk`
                     text: str, # the chunk's text
@@ -291,19 +340,32 @@ class CacheSettings(LabModel):
     chunk_size: int = Field(gt=0)
     max_chunks: int | None = Field(None, description="chunks kept per file")
     precision: Precision = "auto"
+    horizon: int = Field(1, gt=0, description="chunks after each decision that its outcome is scored on")
     split: CorpusSplit
 
 @dataclass
 class FileOutcomes:
-    "Cached outcomes of one file: per decision i, features and the loss of chunk i+1 under each action."
+    "Cached outcomes of one file: per decision i, features and the losses of chunks i+1..i+H under each action."
     path: str
     features: np.ndarray  # [n, 28] static features of each decision chunk
     loss: np.ndarray  # [n] each decision chunk's own loss (base weights)
-    outcome: np.ndarray  # [n, 4] loss on the following chunk after each action
-    tokens: np.ndarray  # [n] tokens in the following chunk
+    outcome: np.ndarray  # [n, 4, H] loss on each of the H following chunks after each action ([n, 4]: H = 1)
+    tokens: np.ndarray  # [n, H] tokens in each of the following chunks ([n]: H = 1)
+    seconds: float = 0.0  # wall time it took to compute
 
     @property
     def n(self) -> int: return len(self.loss)
+
+    def scored(self, horizon: int | None = None, # following chunks to average over; None for all that were cached
+              ) -> np.ndarray:
+        "The token-weighted mean loss over the first `horizon` following chunks, [n, 4]."
+        out = self.outcome if self.outcome.ndim == 3 else self.outcome[..., None]
+        tok = (self.tokens if self.tokens.ndim == 2 else self.tokens[:, None]).astype(np.float64)
+        h = out.shape[2] if horizon is None else horizon
+        if not 0 < h <= out.shape[2]:
+            raise CacheMismatchError(f"a horizon of {h} chunks, but the cache scored {out.shape[2]}; rebuild with --horizon {h}")
+        w = tok[:, None, :h]
+        return ((out[..., :h] * w).sum(-1) / w.sum(-1)).astype(np.float32)
 
 def _file_key(path: str) -> str:
     return f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
@@ -347,7 +409,7 @@ class OutcomeCache:
         def write(p: Path):
             with open(p, "wb") as f:
                 np.savez(f, path=np.array(rec.path), features=rec.features, loss=rec.loss, outcome=rec.outcome,
-                         tokens=rec.tokens)
+                         tokens=rec.tokens, seconds=np.array(rec.seconds))
         _atomic_write(self._path(rec.path), write)
 
     def get(self, file: str) -> FileOutcomes | None:
@@ -355,7 +417,8 @@ class OutcomeCache:
         p = self._path(file)
         if not p.exists(): raise CacheMismatchError(f"{file} is not in the cache at {str(self.root)!r}; run build-cache")
         with np.load(p) as z:
-            rec = FileOutcomes(str(z["path"]), z["features"], z["loss"], z["outcome"], z["tokens"])
+            rec = FileOutcomes(str(z["path"]), z["features"], z["loss"], z["outcome"], z["tokens"],
+                               float(z["seconds"]) if "seconds" in z else 0.0)
         return rec if rec.n else None
 
     def episodes(self, part: str, # 'train', 'val' or 'test'
@@ -370,39 +433,48 @@ class OutcomeCache:
 def _chunk_tensors(path: str, tokenizer, chunk_size: int, max_chunks: int | None):
     return file_chunks(Path(path).read_text(errors="replace"), tokenizer, chunk_size, max_chunks)
 
+def _score(model: nn.Module, state: PrefixState | None, ids: torch.Tensor, precision: Precision) -> float:
+    "A chunk's loss with the current weights: the suffix pass from its prefix state, or a full read without one."
+    return suffix_loss(model, state, ids, precision) if state is not None else read_chunk(model, ids, False, precision)[0]
+
 def file_outcomes(strategy: TTTStrategy, # the update; reset after every decision
                   tokenizer, # the model's tokenizer
                   path: str, # the source file
                   chunk_size: int = 256, # tokens per chunk
                   max_chunks: int | None = None, # chunks kept from the start of the file
                   precision: Precision = "auto", # autocast precision of the reads
-                  bar=None, # a tqdm bar advanced once per chunk read and per inner step
+                  bar=None, # a tqdm bar advanced once per decision
+                  horizon: int = 1, # following chunks each outcome is scored on
                  ) -> FileOutcomes:
-    "Features and per-action next-chunk losses of every decision in one file, with the weights reset per decision."
+    "Features and per-action losses on the next `horizon` chunks of every decision in one file, resetting per decision."
+    t0 = time.perf_counter()
     chunks = _chunk_tensors(path, tokenizer, chunk_size, max_chunks)
-    n = max(0, len(chunks) - 1)
+    ids = [torch.tensor([c[0]]) for c in chunks]
+    n = max(0, len(chunks) - horizon)
     strategy.reset()
+    model, start = strategy.model, learning_start(strategy.model)
     seen: dict[int, int] = {}
-    feats, losses = [], []
-    for i, (ids, text) in enumerate(chunks):
-        loss, mf = read_chunk(strategy.model, torch.tensor([ids]), precision=precision)
-        feats.append(static_features(mf, text, sequence_stats(ids, seen, i, len(chunks), chunk_size)))
-        losses.append(loss)
-        if bar is not None: bar.update(1)
-    outcome = np.zeros((n, len(ACTIONS)), np.float32)
+    feats, losses, states = [], [], []
+    for i, (tokens, text) in enumerate(chunks):
+        loss, mf, state = read_with_prefix(model, ids[i], start, precision=precision)
+        feats.append(static_features(mf, text, sequence_stats(tokens, seen, i, len(chunks), chunk_size)))
+        losses.append(loss); states.append(state)
+    score = lambda j: _score(model, states[j], ids[j], precision)
+    base = [score(j) for j in range(1, len(chunks))]  # SKIP's outcomes, through the same suffix pass as the updates'
+    outcome = np.zeros((n, len(ACTIONS), horizon), np.float32)
     for i in range(n):
-        outcome[i, 0] = losses[i + 1]
-        cur, nxt = torch.tensor([chunks[i][0]]), torch.tensor([chunks[i + 1][0]])
+        outcome[i, 0] = base[i:i + horizon]
         done = 0
         for a in range(1, len(ACTIONS)):
             while done < STEPS[a]:
-                strategy.learn_chunk(cur)
+                strategy.learn_chunk(ids[i])
                 done += 1
-                if bar is not None: bar.update(1)
-            outcome[i, a] = read_chunk(strategy.model, nxt, features=False, precision=precision)[0]
+            outcome[i, a] = [score(j) for j in range(i + 1, i + 1 + horizon)]
         strategy.reset()
-    return FileOutcomes(path, np.array(feats[:n], np.float32).reshape(n, 28), np.array(losses[:n], np.float32),
-                        outcome, np.array([len(c[0]) for c in chunks[1:]], np.int32))
+        if bar is not None: bar.update(1)
+    return FileOutcomes(path, np.array(feats[:n], np.float32).reshape(n, 28), np.array(losses[:n], np.float32), outcome,
+                        np.array([[len(chunks[j][0]) for j in range(i + 1, i + 1 + horizon)] for i in range(n)], np.int32).reshape(n, horizon),
+                        time.perf_counter() - t0)
 
 def build_cache(strategy: TTTStrategy, # the update
                 tokenizer, # the model's tokenizer
@@ -412,11 +484,9 @@ def build_cache(strategy: TTTStrategy, # the update
     "Compute and store the outcomes of every file of the cache's split that is not on disk yet."
     s = cache.settings
     todo = [f for part in ("test", "val", "train") for f in getattr(s.split, part) if not cache.has(f)]  # held-out first
-    work = {f: len(_chunk_tensors(f, tokenizer, s.chunk_size, s.max_chunks)) for f in todo}
-    total = sum(n + max(0, n - 1) * STEPS[-1] for n in work.values())
-    with tqdm(total=total, desc="outcome cache", unit="pass", disable=not progress) as bar:
-        for f in todo:
-            cache.put(file_outcomes(strategy, tokenizer, f, s.chunk_size, s.max_chunks, s.precision, bar))
+    total = sum(max(0, len(_chunk_tensors(f, tokenizer, s.chunk_size, s.max_chunks)) - s.horizon) for f in todo)
+    with tqdm(total=total, desc="outcome cache", unit="decision", disable=not progress) as bar:
+        for f in todo: cache.put(file_outcomes(strategy, tokenizer, f, s.chunk_size, s.max_chunks, s.precision, bar, s.horizon))
     return cache
 
 # %% ../nbs/05_policy_ppo.ipynb #416fce4d
@@ -430,7 +500,9 @@ class Episodes:
     paths: list[str]
 
     @classmethod
-    def from_records(cls, recs: Sequence[FileOutcomes]) -> Episodes:
+    def from_records(cls, recs: Sequence[FileOutcomes], # the cached files
+                     horizon: int | None = None, # following chunks each outcome averages over; None for all cached
+                    ) -> Episodes:
         "Pad the records of several files into one batch."
         if not recs: raise EmptyCorpusError("no episodes: every file was shorter than two chunks")
         E, T = len(recs), max(r.n for r in recs)
@@ -438,8 +510,13 @@ class Episodes:
         mask = torch.zeros(E, T, dtype=torch.bool)
         for e, r in enumerate(recs):
             static[e, :r.n], loss[e, :r.n] = torch.from_numpy(r.features), torch.from_numpy(r.loss)
-            outcome[e, :r.n], mask[e, :r.n] = torch.from_numpy(r.outcome), True
+            outcome[e, :r.n], mask[e, :r.n] = torch.from_numpy(r.scored(horizon)), True
         return cls(static, loss, outcome, mask, [r.path for r in recs])
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> Episodes:
+        "The episodes (files) at `rows`."
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return Episodes(self.static[rows], self.loss[rows], self.outcome[rows], self.mask[rows], [self.paths[i] for i in rows])
 
     @property
     def lengths(self) -> torch.Tensor: return self.mask.sum(1)
@@ -453,14 +530,33 @@ class Episodes:
 _COSTS = torch.tensor(COSTS)
 LOSS_EMA = 0.5  # weight of the newest chunk in the loss EMA
 
+GuardMode = Literal["off", "file", "stream"]
+
+def guard_mode(guard: bool | str) -> GuardMode:
+    "`guard` as a mode: False is 'off', True is 'file'."
+    mode = {False: "off", True: "file"}.get(guard, guard) if isinstance(guard, bool) else guard
+    if mode not in ("off", "file", "stream"): raise PonderError(f"unknown budget guard {guard!r}; use 'off', 'file' or 'stream'")
+    return mode
+
 class BudgetTracker:
     "The history features and the budget guard of a batch of episodes, one decision at a time."
     def __init__(self, n: torch.Tensor, # [E] decisions per episode
                  budget: float, # allowed mean cost per chunk
-                 guard: bool = False, # forbid actions that would overspend an episode's budget
+                 guard: bool | GuardMode = False, # 'file' (or True): no file overspends; 'stream': a running budget over all files
+                 carry: float = 0.0, # with the 'stream' guard, how far (in cost units) spending may run ahead of the budget
                 ):
-        self.n, self.budget, self.guard = n.clamp_min(1).float(), check_budget(budget), guard
+        self.n, self.budget, self.guard, self.carry = n.clamp_min(1).float(), check_budget(budget), guard_mode(guard), carry
         self.spent, self.last, self.ema = torch.zeros(len(n)), torch.zeros(len(n)), None
+        self.stream_spent, self.stream_count = 0.0, 0
+
+    def stream_allowed(self) -> torch.Tensor:
+        "The actions [4] the running stream budget allows for the next decision, whichever file it is in."
+        limit = self.budget * (self.stream_count + 1) + self.carry + 1e-6
+        return torch.tensor([self.stream_spent + c <= limit for c in COSTS])
+
+    def stream_book(self, action: int) -> None:
+        "Charge one decision's action to the stream."
+        self.stream_spent, self.stream_count = self.stream_spent + COSTS[action], self.stream_count + 1
 
     def observe(self, static: torch.Tensor, # [E, 28] the chunk's static features
                 loss: torch.Tensor, # [E] the chunk's own loss
@@ -472,7 +568,7 @@ class BudgetTracker:
         left = (total - self.spent) / (self.n - t).clamp_min(1)  # budget per remaining chunk
         hist = torch.stack([self.ema, self.spent / total, left / self.budget, self.last / (len(ACTIONS) - 1)], 1)
         allowed = torch.ones(len(self.n), len(ACTIONS), dtype=torch.bool)
-        if self.guard:  # after the action, SKIP on every remaining chunk must still fit
+        if self.guard == "file":  # after the action, SKIP on every remaining chunk must still fit
             rest = (self.n - t - 1).clamp_min(0) * COSTS[0]
             allowed = self.spent[:, None] + _COSTS[None] + rest[:, None] <= total[:, None] + 1e-6
             allowed[:, 0] = True
@@ -500,16 +596,23 @@ Chooser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [E, 32], 
 def rollout(eps: Episodes, # the files
             choose: Chooser, # picks actions from observations
             budget: float, # allowed mean cost per chunk
-            guard: bool = False, # forbid actions that would overspend a file's budget
+            guard: bool | GuardMode = False, # 'file' (or True), 'stream' or 'off' (False): see `BudgetTracker`
+            carry: float = 0.0, # the 'stream' guard's allowance to run ahead of the budget, in cost units
            ) -> Rollout:
     "Run `choose` over every episode at once, building the history features as it goes."
     E, T = eps.mask.shape
-    tracker = BudgetTracker(eps.lengths, budget, guard)
+    tracker = BudgetTracker(eps.lengths, budget, guard, carry)
     obs, allowed = torch.zeros(E, T, N_FEATURES), torch.ones(E, T, len(ACTIONS), dtype=torch.bool)
     acts, costs = torch.zeros(E, T, dtype=torch.long), torch.zeros(E, T)
     for t in range(T):
         obs[:, t], allowed[:, t] = tracker.observe(eps.static[:, t], eps.loss[:, t], t)
-        a = choose(obs[:, t], allowed[:, t])
+        if tracker.guard == "stream":  # the files' t-th decisions in file order, each seeing what the ones before spent
+            a = torch.zeros(E, dtype=torch.long)
+            for e in eps.mask[:, t].nonzero()[:, 0].tolist():
+                allowed[e, t] = tracker.stream_allowed()
+                a[e] = choose(obs[e:e + 1, t], allowed[e:e + 1, t])[0]
+                tracker.stream_book(int(a[e]) if allowed[e, t, a[e]] else 0)
+        else: a = choose(obs[:, t], allowed[:, t])
         a = torch.where(allowed[:, t].gather(1, a[:, None])[:, 0] & eps.mask[:, t], a, torch.zeros_like(a))
         acts[:, t], costs[:, t] = a, tracker.book(a, eps.mask[:, t])
     return Rollout(obs, acts, costs, allowed)
@@ -578,6 +681,10 @@ class ThresholdGate(LabModel):
     def actions(self, eps: Episodes) -> torch.Tensor:
         "The gate's decisions on `eps`."
         return (eps.loss > self.threshold).long() * self.action * eps.mask
+
+    def choose(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        "The gate as a `Chooser` (the chunk's own loss is the `log_ppl` feature), for guarded rollouts."
+        return (obs[:, FEATURE_NAMES.index("log_ppl")] > self.threshold).long() * self.action
 
 def oracle_actions(eps: Episodes, # the files, with every outcome known
                    budget: float, # allowed mean cost per decision, over all of `eps`
@@ -663,10 +770,12 @@ class PonderPolicy(nn.Module):
         nn.init.zeros_(self.actor.weight); nn.init.zeros_(self.actor.bias)  # start uniform over actions
 
     def fit_normaliser(self, eps: Episodes) -> PonderPolicy:
-        "Set the feature normalisation from the static features of `eps` (history features stay as they are)."
+        "Standardise the static features and the loss EMA with the statistics of `eps` (the budget features are in [0, 1])."
         x = eps.static[eps.mask]
         mean, std = torch.zeros(N_FEATURES), torch.ones(N_FEATURES)
         mean[_STATIC], std[_STATIC] = x.mean(0), x.std(0).clamp_min(1e-6)
+        ema, ppl = FEATURE_NAMES.index("loss_ema"), FEATURE_NAMES.index("log_ppl")
+        mean[ema], std[ema] = mean[ppl], std[ppl]
         self.mean.copy_(mean); self.std.copy_(std)
         return self
 
@@ -771,9 +880,26 @@ class TrainedPolicy:
 def _sample(policy: PonderPolicy) -> Chooser:
     return lambda obs, allowed: torch.distributions.Categorical(logits=policy(obs, allowed)[0]).sample()
 
-def greedy_actions(policy: PonderPolicy, eps: Episodes, budget: float, guard: bool = True) -> torch.Tensor:
+def greedy_actions(policy: PonderPolicy, # the trained policy
+                   eps: Episodes, # the files
+                   budget: float, # allowed mean cost per chunk
+                   guard: bool | GuardMode = "stream", # see `BudgetTracker`
+                   carry: float = 0.0, # the stream guard's allowance, in cost units
+                  ) -> torch.Tensor:
     "The policy's greedy decisions on `eps`."
-    with torch.no_grad(): return rollout(eps, policy.greedy, budget, guard).actions
+    with torch.no_grad(): return rollout(eps, policy.greedy, budget, guard, carry).actions
+
+def sampled_actions(policy: PonderPolicy, # the trained policy
+                    eps: Episodes, # the files
+                    budget: float, # allowed mean cost per chunk
+                    guard: bool | GuardMode = "off", # see `BudgetTracker`
+                    carry: float = 0.0, # the stream guard's allowance, in cost units
+                    seed: int = 0, # sampling seed
+                   ) -> torch.Tensor:
+    "The decisions of the stochastic policy PPO trained (whose mean cost the PID controller held), sampled with `seed`."
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return rollout(eps, _sample(policy), budget, guard, carry).actions
 
 @contextlib.contextmanager
 def single_thread():
@@ -834,7 +960,7 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
         for k, x in zip(("iteration", "gain", "cost", "lambda", "entropy"),
                         (it, reward[m].mean().item(), mean_cost, lam, ent.item())): hist[k].append(x)
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations:
-            s = score(val, greedy_actions(policy, val, budget, guard=False), "val")
+            s = score(val, greedy_actions(policy, val, budget, "off"), "val")
             for k, x in zip(("val_iteration", "val_gain", "val_cost"), (it, s.gain, s.cost)): hist[k].append(x)
             ok = s.cost <= budget * 1.02
             key = (s.gain if ok else -math.inf, s.cost)
@@ -849,6 +975,7 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
                     budget: float, # allowed mean cost per chunk
                     policy: PonderPolicy | None = None, # a trained policy, scored with and without the guard
                     seed: int = 0, # seed of the random baseline
+                    carry: float = 0.0, # the stream guard's allowance, in cost units
                    ) -> list[MethodResult]:
     "Every baseline, the oracle and (if given) the policy, scored on `test` at `budget`."
     budget = check_budget(budget)
@@ -859,10 +986,13 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
     runs = [("No-TTT (SKIP)", fixed_actions(test, 0))] + [(f"fixed {a}", fixed_actions(test, a)) for a in ACTIONS[1:]]
     runs += [("random @ budget", random_actions(test, budget, seed)),
              (f"periodic {ACTIONS[pa]} every {pk}", periodic_actions(test, pa, pk)),
-             (f"threshold gate ({ACTIONS[gate.action]})", gate.actions(test))]
+             (f"threshold gate ({ACTIONS[gate.action]})", gate.actions(test)),
+             ("threshold gate (guard)", rollout(test, gate.choose, budget, "stream", carry).actions)]
     if policy is not None:
-        runs += [("policy (guard)", greedy_actions(policy, test, budget, guard=True)),
-                 ("policy (no guard)", greedy_actions(policy, test, budget, guard=False))]
+        runs += [("policy (guard)", greedy_actions(policy, test, budget, "stream", carry)),
+                 ("policy (no guard)", greedy_actions(policy, test, budget, "off")),
+                 ("policy (sampled, guard)", sampled_actions(policy, test, budget, "stream", carry, seed)),
+                 ("policy (sampled)", sampled_actions(policy, test, budget, "off", seed=seed))]
     runs.append(("oracle", oracle))
     return [score(test, acts, name, budget, og) for name, acts in runs]
 
@@ -897,36 +1027,35 @@ def run_online(strategy: TTTStrategy, # the update
                carry: bool = True, # keep the fast weights across chunks (False: reset after every decision)
                guard: bool = True, # never overspend the file's budget
                precision: Precision = "auto", # autocast precision of the reads
+               horizon: int = 1, # following chunks each decision's outcome is scored on
               ) -> OnlineResult:
     "Read one file chunk by chunk, letting `choose` decide the updates, with real TTT steps."
     chunks = _chunk_tensors(str(path), tokenizer, chunk_size, max_chunks)
-    n = len(chunks) - 1
-    if n < 1: raise EmptyCorpusError(f"{path} gives fewer than two chunks of {chunk_size} tokens; pass a longer file")
+    ids = [torch.tensor([c[0]]) for c in chunks]
+    n = len(chunks) - horizon
+    if n < 1: raise EmptyCorpusError(f"{path} gives fewer than {horizon + 1} chunks of {chunk_size} tokens; pass a longer file")
     strategy.reset()
+    model, start = strategy.model, learning_start(strategy.model)
     tracker, seen = BudgetTracker(torch.tensor([n]), budget, guard), {}
     acts, losses, statics, t_read, t_learn = [], [], [], 0.0, 0.0
     t0 = time.perf_counter()
-    loss, mf = read_chunk(strategy.model, torch.tensor([chunks[0][0]]), precision=precision)
+    loss, mf, _ = read_with_prefix(model, ids[0], start, precision=precision)
     t_read += time.perf_counter() - t0
     for i in range(n):
-        ids, text = chunks[i]
-        static = static_features(mf, text, sequence_stats(ids, seen, i, len(chunks), chunk_size))
+        static = static_features(mf, chunks[i][1], sequence_stats(chunks[i][0], seen, i, len(chunks), chunk_size))
         obs, allowed = tracker.observe(torch.tensor([static]), torch.tensor([loss]), i)
         a = int(choose(obs, allowed)[0])
         a = a if allowed[0, a] else 0
         tracker.book(torch.tensor([a]))
         t0 = time.perf_counter()
-        for _ in range(STEPS[a]): strategy.learn_chunk(torch.tensor([ids]))
+        for _ in range(STEPS[a]): strategy.learn_chunk(ids[i])
         t1 = time.perf_counter()
-        nxt = torch.tensor([chunks[i + 1][0]])
-        if carry or a == 0:
-            loss, mf = read_chunk(strategy.model, nxt, precision=precision)
-            outcome = loss
-        else:  # score the next chunk with the update, then read it again from the base weights
-            outcome = read_chunk(strategy.model, nxt, features=False, precision=precision)[0]
-            strategy.reset()
-            loss, mf = read_chunk(strategy.model, nxt, precision=precision)
-        losses.append(outcome)
+        ahead = [(j, read_with_prefix(model, ids[j], start, features=False, precision=precision)[2]) for j in range(i + 1, i + 1 + horizon)]
+        scores = [_score(model, st, ids[j], precision) for j, st in ahead]
+        w = [len(chunks[j][0]) for j, _ in ahead]
+        losses.append(float(np.dot(scores, w) / sum(w)) if horizon > 1 else scores[0])
+        if not carry: strategy.reset()
+        loss, mf, _ = read_with_prefix(model, ids[i + 1], start, precision=precision)
         t_learn, t_read = t_learn + t1 - t0, t_read + time.perf_counter() - t1
         acts.append(a); statics.append(static)
     return OnlineResult(path=str(path), actions=acts, loss=losses, cost=float(np.mean([COSTS[a] for a in acts])),
@@ -956,9 +1085,12 @@ def feature_overhead(model: nn.Module, # the causal LM
     return dict(plain_s=p, features_s=f, overhead=f / p - 1)
 
 # %% ../nbs/05_policy_ppo.ipynb #e7ce8576
+_BUDGETED = ("random", "periodic", "threshold gate (guard)", "threshold gate", "policy (guard)", "policy (no guard)",
+             "policy (sampled, guard)", "policy (sampled)", "oracle")
+
 def method_family(name: str) -> str:
     "The line a method belongs to on the Pareto plot ('fixed UPDATE_2' stays itself; budgeted methods are grouped)."
-    for fam in ("random", "periodic", "threshold gate", "policy (guard)", "policy (no guard)", "oracle"):
+    for fam in _BUDGETED:
         if name.startswith(fam): return fam
     return name
 
@@ -972,7 +1104,7 @@ def pareto_figure(results: dict[float, Sequence[MethodResult]], # budget -> resu
         for r in results[b]: lines.setdefault(method_family(r.method), []).append((r.cost, r.loss, b, r.method))
     for fam, pts in lines.items():
         pts = sorted(set(pts))
-        budgeted = fam in ("random", "periodic", "threshold gate", "policy (guard)", "policy (no guard)", "oracle")
+        budgeted = fam in _BUDGETED
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=fam,
                                  mode="lines+markers" if budgeted else "markers",
                                  marker=dict(size=9 if budgeted else 12, symbol="circle" if budgeted else "diamond"),
@@ -996,6 +1128,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the file split")
     b.add_argument("--chunk-size", type=int, default=128)
     b.add_argument("--max-chunks", type=int, default=4)
+    b.add_argument("--horizon", type=int, default=1, help="following chunks each outcome is scored on")
     b.add_argument("--model", default=None, help="model name or folder (default: the offline default)")
     b.add_argument("--strategy", default="lora", choices=["lact", "lora", "ttt-linear"])
     b.add_argument("--lr", type=float, default=3e-3)
@@ -1014,6 +1147,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--budget", type=float, required=True)
     e.add_argument("--policy", default=None, help="policy file (default: <cache>/policy-b<budget>.pt if present)")
     e.add_argument("--part", default="test", choices=["val", "test"])
+    e.add_argument("--carry", type=float, default=0.0, help="how far the stream guard may run ahead of the budget (cost units)")
     for q in (b, t, e):
         q.add_argument("--cache", default=None, help="outcome cache folder (default: the lab cache dir)")
         q.add_argument("--json", action="store_true", help="print one JSON line per result")
@@ -1029,17 +1163,19 @@ def _build(a) -> dict:
     model, tok = load_lm(a.model, a.device)
     desc = f"{a.strategy} lr={a.lr:g} last_k={a.last_k}" + (f" r={a.lora_rank}" if "lora" in a.strategy else "")
     cache = OutcomeCache(a.root, CacheSettings(model=a.model or "default", strategy=desc, chunk_size=a.chunk_size,
-                                               max_chunks=a.max_chunks, precision=a.precision, split=split))
+                                               max_chunks=a.max_chunks, precision=a.precision, horizon=a.horizon, split=split))
     from tttlab.lact import LaCTConfig
     from tttlab.lora import LoRAConfig, make_strategy
     n = model.config.num_hidden_layers
     strategy = make_strategy(a.strategy, model, LearningConfig(strategy=a.strategy, chunk_size=a.chunk_size, learning_rate=a.lr,
                                                                precision=a.precision),
                              lact=LaCTConfig(last_k=a.last_k), lora=LoRAConfig(r=a.lora_rank, layers=list(range(max(0, n - a.last_k), n))))
-    build_cache(strategy, tok, cache,
-                progress=not a.json)
-    n = {part: Episodes.from_records(cache.episodes(part)).n_decisions for part in ("train", "val", "test")}
-    return dict(command="build-cache", cache=str(a.root), files=split.sizes(), decisions=n)
+    build_cache(strategy, tok, cache, progress=not a.json)
+    recs = {part: [r for f in getattr(split, part) if (r := cache.get(f)) is not None] for part in ("train", "val", "test")}
+    n = {part: sum(r.n for r in rs) for part, rs in recs.items()}
+    seconds = sum(r.seconds for rs in recs.values() for r in rs)
+    return dict(command="build-cache", cache=str(a.root), files=split.sizes(), decisions=n,
+                seconds_per_decision=seconds / max(1, sum(n.values())))
 
 def _train(a) -> dict:
     cache = OutcomeCache(a.root)
@@ -1057,7 +1193,7 @@ def _eval(a) -> dict:
     if a.policy and not path.exists(): raise CacheMismatchError(f"no policy at {str(path)!r}; run `tttlab ponder train` first")
     policy = TrainedPolicy.load(path).policy if path.exists() else None
     rows = compare_methods(Episodes.from_records(cache.episodes("train")), Episodes.from_records(cache.episodes(a.part)),
-                           budget, policy)
+                           budget, policy, carry=a.carry)
     return dict(command="eval", budget=budget, part=a.part, policy=str(path) if policy else None,
                 methods=[r.model_dump() for r in rows])
 
