@@ -30,8 +30,8 @@ from .ttt_linear import generate_text
 # %% auto #0
 __all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'recall_config', 'recall_strategy', 'QAFileError',
            'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb', 'ask_all', 'run_recall',
-           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'recall_table', 'recall_summary',
-           'recall_parser', 'main', 'demo_parser', 'demo']
+           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'anchor_weight', 'recall_table',
+           'recall_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
 
 # %% ../nbs/07a_recall.ipynb #cbbb113c
 RECALL_CONFIGS: dict[str, LearningConfig] = {
@@ -52,9 +52,14 @@ def recall_config(name: str) -> LearningConfig:
 def recall_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lora'
                     model: nn.Module,  # the causal LM to learn with; the strategy takes it over
                     config: LearningConfig | None = None,  # None: the strategy's tuned `RECALL_CONFIGS` entry
+                    anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
                    ) -> TTTStrategy:
     "Strategy `name` on `model`, shaped as tuned for recall (`RECALL_SHAPES`)."
-    return make_strategy(name, model, config or recall_config(name), **RECALL_SHAPES.get(name, {}))
+    shape = dict(RECALL_SHAPES.get(name, {}))
+    if anchor is not None:
+        if name != "lact": raise UnknownStrategyError(f"an anchor weight is a LaCT setting, not one of {name!r}")
+        shape["lact"] = shape.get("lact", LaCTConfig()).model_copy(update=dict(anchor=anchor))
+    return make_strategy(name, model, config or recall_config(name), **shape)
 
 # %% ../nbs/07a_recall.ipynb #c86eb843
 class QAFileError(TTTLabError):
@@ -140,6 +145,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
                config: LearningConfig | None = None,  # None: the strategy's tuned `RECALL_CONFIGS` entry
                in_context: bool = True,  # also answer with the document in the prompt
                progress: bool = True,
+               anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
               ) -> dict:
     "Learn `doc`, clear the context, ask every question; return the figures and the answers."
     config = config or recall_config(strategy)
@@ -147,7 +153,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
     lm, tok = load_lm(model)
     torch.manual_seed(config.seed)
     document = load_document(doc, tok, chunk_size=config.chunk_size, views=config.views)
-    strat = recall_strategy(strategy, lm, config)
+    strat = recall_strategy(strategy, lm, config, anchor)
     before = lm_text_loss(lm, tok)
     bar = tqdm(total=len(document.chunks) * config.epochs, desc=f"learning ({strategy})", disable=not progress)
     metrics = TTTTrainer(strat, config).train_on_document(document, callback=lambda i, n, l: bar.update(1))
@@ -197,6 +203,13 @@ def view_names(text: str) -> list[str]:
     if bad: raise argparse.ArgumentTypeError(f"unknown view(s) {', '.join(sorted(bad))}; choose from {', '.join(get_args(View))} or none")
     return names
 
+def anchor_weight(text: str) -> float:
+    "A non-negative anchor weight from the command line."
+    try: w = float(text)
+    except ValueError: w = -1.0
+    if not w >= 0: raise argparse.ArgumentTypeError(f"the anchor weight must be a number >= 0, not {text!r}")
+    return w
+
 def recall_table(results: list[dict],  # `run_recall` results on one document
                  peer: dict | None = None,  # the peer's result, the speed reference
                 ) -> str:
@@ -231,6 +244,8 @@ def recall_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="passes over the document (default: each strategy's tuned value)")
     p.add_argument("--views", default=None, type=view_names, metavar="V[,V...]",
                    help="study views learned with each chunk: sentences, chat, or none (default: each strategy's tuned value)")
+    p.add_argument("--anchor", default=None, type=anchor_weight, metavar="W",
+                   help="LaCT's anchor weight: higher forgets less and recalls less (default: the tuned value)")
     p.add_argument("--peer", default=None, choices=list(RECALL_CONFIGS), help="also run this strategy and print the speed ratio")
     p.add_argument("--no-in-context", action="store_true", help="skip the document-in-context answers")
     p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
@@ -244,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = recall_config(name)
         if args.epochs: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
         if args.views is not None: cfg = cfg.model_copy(update=dict(views=args.views))
-        res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs)
+        res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs,
+                         anchor=args.anchor if name == "lact" else None)
         if runs: res["qa_incontext"] = runs[0]["qa_incontext"]  # the same weights with learning off: asked once
         print_answers(res)
         print(f"\n{name} on {res['document']} ({res['doc_tokens']} tokens, {res['chunks']} chunk(s)):")
