@@ -204,10 +204,10 @@ def view_names(text: str) -> list[str]:
     return names
 
 def anchor_weight(text: str) -> float:
-    "A non-negative anchor weight from the command line."
+    "A finite, non-negative anchor weight from the command line."
     try: w = float(text)
     except ValueError: w = -1.0
-    if not w >= 0: raise argparse.ArgumentTypeError(f"the anchor weight must be a number >= 0, not {text!r}")
+    if not 0 <= w < float("inf"): raise argparse.ArgumentTypeError(f"the anchor weight must be a finite number >= 0, not {text!r}")
     return w
 
 def recall_table(results: list[dict],  # `run_recall` results on one document
