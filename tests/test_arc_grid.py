@@ -93,3 +93,45 @@ def test_smoke_cli(capsys):
     assert smoke_main(["--models", "decoder", "champion", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["arch"] for r in res] == ["decoder", "champion"] and all(r["ok"] for r in res)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, len(TRAIN) - 1), st.lists(st.integers(0, 13), min_size=1, max_size=40))
+def test_grid_stop_only_stops_hopeless_sequences(i, noise):
+    out = linearise(np.zeros((0, 0)), TRAIN[i].train[0][1])[1:]  # a real output grid, its rows and EOS
+    stop = arc_grid.GridStop(1)
+    assert [bool(stop(torch.tensor([out[:k + 1]]))[0]) for k in range(len(out))] == [False] * (len(out) - 1) + [True]
+    seq, stop = out[:len(out) // 2] + noise, arc_grid.GridStop(1)
+    k = next((k for k in range(len(seq)) if stop(torch.tensor([seq[:k + 1]]))[0]), None)
+    if k is not None and seq[k] != arc_grid.EOS:  # stopped without EOS: no continuation can spell a grid
+        assert all(parse_output(seq[:k + 1] + tail) is None for tail in ([], [arc_grid.EOS], [arc_grid.NL, arc_grid.EOS], out))
+
+
+def test_grid_stop_keeps_the_answers():
+    m = build_model("decoder", seed=3).eval()
+    exs = [GridExample(t.test_inputs[0], None) for t in SMALL[:6]]
+    a, b = m.predict(exs, side=6), m.predict(exs, side=6, stop_early=False)
+    assert [None if p is None else p.tolist() for p in a] == [None if p is None else p.tolist() for p in b]
+
+
+def test_size_groups_cover_every_task_and_shrink_batches():
+    grouped = AugmentedBatches(TRAIN, "grid", 16, seed=1, bucket=32)
+    assert sorted(i for g in grouped.groups for i in g) == list(range(len(grouped.tasks)))
+    sides = [arc_grid.task_side(t) for t in grouped.tasks]
+    assert sides == sorted(sides)
+    area = lambda b: int(np.prod(arc_grid.content_extent(b["source_mask"])))
+    mixed = AugmentedBatches(TRAIN, "grid", 16, seed=1, bucket=None)
+    assert np.mean([area(grouped[i]) for i in range(30)]) < 0.7 * np.mean([area(mixed[i]) for i in range(30)])
+
+
+def test_run_ablation_saves_result(tmp_path):
+    cfg = AblationConfig(models=["encdec-2d"], budget_minutes=0.02, max_side=6, val_tasks=2, eval_tasks=3, ttt_tasks=2,
+                         ttt_steps=1, eval_every=2)
+    res = arc_grid.run_ablation(cfg, tmp_path, progress=False)
+    saved = arc_grid.AblationResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert saved.models[0].arch == "encdec-2d" and saved.models[0].eval == res.models[0].eval
+    # TTT's "before" reuses the evaluation's answers on its first tasks: the same as scoring them afresh
+    model = arc_grid.build_model("encdec-2d")
+    _, _, ev = arc_grid.ablation_splits(cfg)
+    fresh = arc_grid.evaluate(model, ev[:2], cfg.views)
+    assert arc_grid.measure_ttt(model, ev[:2], cfg, False, arc_grid.predict_tasks(model, ev[:2], cfg.views))["before"] == fresh

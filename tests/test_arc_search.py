@@ -10,10 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solved
-from tttlab.arc_search import (FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context, GuideError, Obj,
-                               adapt_guide, fill_by_symmetry, fit_count, fit_fill_holes, fit_local_rule, fit_mosaic,
-                               fit_object_recolour, fit_panel_rule, fit_pieces, fit_resize, guide_costs, load_guide,
-                               make_solver, objects, search, solve_main, task_context, train_guide_main)
+from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context,
+                               GuideError, Obj, adapt_guide, colour_perm, fill_by_symmetry, fit_blocks, fit_count,
+                               fit_fill_holes, fit_local_rule, fit_mosaic, fit_object_recolour, fit_panel_rule, fit_pieces,
+                               fit_resize, guide_costs, load_guide, make_solver, normalised, objects, overlay_rule, search,
+                               solve_main, task_context, train_guide_main)
 
 torch.set_num_threads(1)
 
@@ -58,10 +59,29 @@ _MAKERS = [lambda g, r: r, lambda g, r: np.tile(g, (2, 2))[:30, :30], lambda g, 
 def test_fitters_are_total(a, b, test, other, maker, bg):
     f = _MAKERS[maker]
     cands, targets = [a, b], [f(a, other), f(b, other[::-1])]
-    for fitter in FITTERS_ROOT + FITTERS_STATE:
+    fallback = lambda *a: fit_local_rule(*a, max_extra=2, unseen=True)
+    for fitter in FITTERS_ROOT + FITTERS_STATE + tuple(normalised(f) for f in FITTERS_NORMALISED) + (fallback,):
         for rule in fitter(cands, targets, [test], Context(bg, (bg + 1) % 10)):
             assert isinstance(rule.name, str) and len(rule.predictions) == 1
             as_grid(rule.predictions[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(states=st.lists(st.tuples(grids, grids), min_size=1, max_size=6), target=grids, bg=st.integers(0, 9))
+def test_overlay_rule_is_total_and_reproduces_the_outputs(states, target, bg):
+    vals = [list(s) for s in states] + [[target, target]]  # the target itself is a usable layer
+    rule = overlay_rule(vals, [target], bg)
+    if (target != bg).any(): assert rule is not None  # at worst: the target layer over a blank canvas
+    if rule is not None:
+        chosen, preds = rule
+        assert len(chosen) <= 3 and len(preds) == 1
+        as_grid(preds[0])
+
+
+@given(g=grids, fixed=st.frozensets(st.integers(0, 9), max_size=3))
+def test_colour_perm_is_a_permutation_that_keeps_the_fixed_colours(g, fixed):
+    p = colour_perm(g, fixed)
+    assert sorted(p.tolist()) == list(range(10)) and all(p[c] == c for c in fixed)
 
 
 @settings(max_examples=40, deadline=None)
@@ -75,7 +95,8 @@ def test_fill_by_symmetry_is_total_and_only_fills_holes(g, hole):
 
 @pytest.mark.parametrize("fitter,tid", [(fit_mosaic, "3af2c5a8"), (fit_resize, "c59eb873"), (fit_local_rule, "00d62c1b"),
                                         (fit_fill_holes, "0dfd9992"), (fit_pieces, "a87f7484"), (fit_count, "d631b094"),
-                                        (fit_object_recolour, "810b9b61"), (fit_panel_rule, "cf98881b")])
+                                        (fit_object_recolour, "810b9b61"), (fit_panel_rule, "cf98881b"), (fit_blocks, "cce03e0d"),
+                                        (normalised(fit_local_rule), "025d127b")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))

@@ -14,11 +14,13 @@ from transformers import AutoTokenizer
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
 from tttlab.policy_ppo import (ACTIONS, COSTS, BudgetError, CacheMismatchError, CacheSettings, EmptyCorpusError,
-                               Episodes, OutcomeCache, PIDLagrangian, PonderError, PPOConfig, UnknownActionError,
-                               build_cache, check_budget, compare_methods, feature_overhead, file_outcomes,
-                               fixed_chooser, greedy_actions, guard_mode, learning_start, main, oracle_actions,
-                               parse_action, random_actions, read_chunk, read_with_prefix, rollout, run_online, score,
-                               source_files, split_corpus, stdlib_root, suffix_loss, synthetic_episodes, train_policy)
+                               Episodes, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
+                               PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
+                               build_cache, check_budget, compare_methods, cross_validated_actions, feature_overhead,
+                               file_outcomes, fit_to_budget, fixed_chooser, greedy_actions, guard_mode, learning_start,
+                               main, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
+                               run_online, score, source_files, split_corpus, stdlib_root, suffix_loss,
+                               synthetic_episodes, train_policy)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +156,61 @@ def test_stream_guard_holds_a_running_budget(seed, budget, carry):
 def test_random_baseline_spends_the_budget_in_expectation():
     eps = synthetic_episodes(200, 6, seed=0)
     assert abs(score(eps, random_actions(eps, 2.0), "random").cost - 2.0) < 0.1
+    four = random_actions(eps, 2.0, action="UPDATE_4")
+    assert set(four[eps.mask].tolist()) == {0, 3} and abs(score(eps, four, "random 4").cost - 2.0) < 0.2
+    eps.outcome[..., 3] = eps.outcome[..., 0] - 1.0  # make UPDATE_4 the best use of the budget by far
+    assert best_random_action(eps, 2.0) == 3
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.floats(1.1, 4.0))
+def test_fit_to_budget_meets_the_budget_on_its_files(seed, budget):
+    "Fitted on some files, the regressor's price and a policy's threshold spend at most the budget there, and most of it."
+    eps = synthetic_episodes(30, 5, seed=seed)
+    reg = GainRegressor().fit(eps, budget)
+    for choose in (reg.choose, UpdateThreshold.fit(PonderPolicy(hidden=8).fit_normaliser(eps), eps, budget).choose):
+        cost = score(eps, rollout(eps, choose, budget).actions, "").cost
+        assert cost <= budget + 1e-6
+    with pytest.raises(BudgetError): fit_to_budget(reg._rule, eps, 0.5, 0.0, 10.0)
+
+
+def test_gain_regressor_recovers_a_linear_rule():
+    "Gains that are linear in one feature are predicted exactly, and the priced rule then matches the oracle."
+    eps = synthetic_episodes(40, 5, seed=3)
+    x = eps.static[..., 1]
+    eps.outcome = eps.outcome[..., :1] - 0.01 * (x - x.min())[..., None] * torch.tensor([0.0, 1.0, 2.0, 3.0])
+    reg = GainRegressor().fit(eps, 2.0, ridge=1e-6)
+    assert torch.allclose(reg(eps.static)[eps.mask], eps.gain()[eps.mask], atol=1e-5)
+    orc = score(eps, oracle_actions(eps, 2.0), "oracle")
+    got = score(eps, rollout(eps, reg.choose, 2.0).actions, "regressor", budget=2.0, oracle_gain=orc.gain)
+    assert got.recovery > 0.97 and got.cost <= 2.0 + 1e-6
+    cv = cross_validated_actions(eps, 2.0, folds=4)
+    assert score(eps, cv, "cv", oracle_gain=orc.gain).recovery > 0.9
+    with pytest.raises(PonderError, match="folds"): cross_validated_actions(eps, 2.0, folds=41)
+
+
+def test_ensemble_and_threshold_rules():
+    train, val = synthetic_episodes(60, 6, seed=0), synthetic_episodes(30, 6, seed=1)
+    pols = [train_policy(train, val, PPOConfig(budget=1.5, iterations=20, repeats=4, seed=s), progress=False).policy for s in (0, 1)]
+    ens = PolicyEnsemble(pols)
+    obs, allowed = torch.randn(7, 32), torch.tensor([[True, False, True, True]] * 7)
+    probs = torch.stack([p(obs, allowed)[0].softmax(-1) for p in pols]).mean(0)
+    logits, values = ens(obs, allowed)
+    assert torch.allclose(logits.exp(), probs, atol=1e-6) and values.shape == (7, 2) and (logits[:, 1] == -math.inf).all()
+    thr = UpdateThreshold(ens, threshold=math.inf)
+    assert (thr.choose(obs, allowed) == 0).all()  # an infinite threshold never updates
+    assert (UpdateThreshold(ens, -math.inf).choose(obs, allowed) > 0).all()  # and a -inf one always does, never UPDATE_1
+    assert (UpdateThreshold(ens, -math.inf).choose(obs, allowed) != 1).all()
+    rows = {r.method: r for r in compare_methods(train, val, 1.5, ens)}
+    assert rows["policy (fitted threshold, guard)"].cost <= 1.5 + 1e-9 and rows["gain regressor (supervised, guard)"].cost <= 1.5 + 1e-9
+
+
+def test_warm_start_imitates_the_regressor():
+    train, val = synthetic_episodes(60, 6, seed=0), synthetic_episodes(30, 6, seed=1)
+    reg = GainRegressor().fit(train, 1.5)
+    tp = train_policy(train, val, PPOConfig(budget=1.5, iterations=1, repeats=2, warm_start=200), progress=False)
+    teacher, student = (rollout(val, ch, 1.5).actions[val.mask] for ch in (reg.choose, tp.policy.greedy))
+    assert (teacher == student).float().mean() > 0.9
 
 
 def test_pid_lagrangian_rises_and_drains():

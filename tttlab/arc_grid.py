@@ -35,9 +35,9 @@ from .models import LabModel, Precision, TTTLabError, pick_device
 
 # %% auto #0
 __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCHS', 'pad_grid', 'GridExample', 'task_pairs',
-           'sample_example', 'test_examples', 'linearise', 'parse_output', 'collate', 'collate_context',
+           'sample_example', 'test_examples', 'linearise', 'parse_output', 'collate', 'collate_context', 'task_side',
            'AugmentedBatches', 'validation_batches', 'content_extent', 'sinusoid', 'grid_positions', 'Block',
-           'colour_onehot', 'colour_pool', 'ColourMixer', 'ColourSlots', 'GridModelConfig', 'scaled_config',
+           'colour_onehot', 'colour_pool', 'ColourMixer', 'ColourSlots', 'GridModelConfig', 'scaled_config', 'GridStop',
            'DecoderOnly', 'GridEncoderDecoder', 'build_model', 'n_params', 'markdown_table', 'equivariance_gap',
            'SmokeResult', 'smoke_test', 'smoke_main', 'visible_side', 'select_tasks', 'predict_tasks', 'cell_accuracy',
            'score_attempts', 'evaluate', 'AblationConfig', 'gpu_ablation_config', 'ablation_splits', 'grid_loss',
@@ -151,8 +151,12 @@ def collate_context(examples: list[GridExample]) -> dict[str, torch.Tensor]:
             "pair_mask": (ci != PAD).flatten(2).any(-1)}
 
 # %% ../nbs/06d_arc_grid.ipynb #5581aa61
+def task_side(task: Task) -> int:
+    "The largest side of any known grid of a task (demonstrations and solved tests)."
+    return max(max(np.shape(g)) for p in task_pairs(task) for g in p)
+
 class AugmentedBatches(Sequence):
-    "A reproducible sequence of augmented training batches in one model format."
+    "A reproducible sequence of augmented training batches in one model format, each drawn from tasks of similar size."
     def __init__(self, tasks: list[Task], # tasks with at least two known pairs each
                  fmt: Format, # the model format
                  batch_size: int = 16, # examples per batch
@@ -160,17 +164,22 @@ class AugmentedBatches(Sequence):
                  seed: int = 0, # base seed; batch i uses seed + i
                  augment: bool = True, # random symmetries, colour permutations and demonstration orders
                  max_pairs: int = 3, # most context pairs per example
+                 bucket: int | None = 32, # draw each batch from one group of this many tasks of similar size; None = any tasks
                 ):
-        self.tasks = [t for t in tasks if len(task_pairs(t)) >= 2]
+        self.tasks = sorted((t for t in tasks if len(task_pairs(t)) >= 2), key=task_side)
         if not self.tasks: raise ARCFormatError("no task has the two known pairs training needs")
         self.fmt, self.batch_size, self.n, self.seed, self.augment, self.max_pairs = fmt, batch_size, n_batches, seed, augment, max_pairs
+        n = len(self.tasks)
+        self.groups = [g.tolist() for g in np.array_split(np.arange(n), max(1, round(n / bucket)) if bucket else 1)]
+        self.group_of = [k for k, g in enumerate(self.groups) for _ in g]
 
     def __len__(self): return self.n
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self.n: raise IndexError(i)
         rng = np.random.default_rng([self.seed, i])
-        ts = [self.tasks[j] for j in rng.integers(len(self.tasks), size=self.batch_size)]
+        group = self.groups[self.group_of[int(rng.integers(len(self.tasks)))]]  # a uniform task picks the group: all tasks stay equally likely
+        ts = [self.tasks[group[j]] for j in rng.integers(len(group), size=self.batch_size)]
         return collate([sample_example(t, rng, self.augment, self.max_pairs) for t in ts], self.fmt)
 
 def validation_batches(tasks: list[Task], # held-out tasks with known test outputs
@@ -179,7 +188,7 @@ def validation_batches(tasks: list[Task], # held-out tasks with known test outpu
                        max_pairs: int = 3, # most context pairs per example
                       ) -> list[dict[str, torch.Tensor]]:
     "Fixed batches of the tasks' test pairs, with their demonstrations as context, unaugmented."
-    exs = [e for t in tasks for e in test_examples(t, max_pairs=max_pairs) if e.output is not None]
+    exs = [e for t in sorted(tasks, key=task_side) for e in test_examples(t, max_pairs=max_pairs) if e.output is not None]
     return [collate(exs[i:i + batch_size], fmt) for i in range(0, len(exs), batch_size)]
 
 # %% ../nbs/06d_arc_grid.ipynb #3eca786a
@@ -296,6 +305,26 @@ def scaled_config(arch: Arch = "champion") -> GridModelConfig:
     return GridModelConfig(arch=arch, d_model=256, heads=8, layers=6, context_layers=3, max_pairs=6, dropout=0.1)
 
 # %% ../nbs/06d_arc_grid.ipynb #2caec9ca
+class GridStop:
+    "A `generate` stopping criterion: a sequence stops once its output cannot spell a grid (a token that is not a colour, NL or EOS; an empty or ragged row; over 30 cells wide or tall)."
+    def __init__(self, batch: int): # sequences in the batch
+        self.row, self.width, self.rows = (torch.zeros(batch, dtype=torch.long) for _ in range(3))
+        self.width -= 1  # -1: no row finished yet
+        self.done = torch.zeros(batch, dtype=torch.bool)
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        t = input_ids[:, -1].cpu()
+        colour, nl, known = t <= 9, t == NL, self.width >= 0
+        self.row += colour.long()
+        bad = ~(colour | nl | (t == EOS)) | (colour & ((known & (self.row > self.width)) | (self.row > CANVAS)))
+        bad |= nl & ((self.row == 0) | (known & (self.row != self.width)))
+        self.width = torch.where(nl & ~known, self.row, self.width)
+        self.rows += nl.long()
+        self.row = torch.where(nl, 0, self.row)
+        self.done |= bad | (self.rows > CANVAS) | (t == EOS)
+        return self.done.to(input_ids.device)
+
+# %% ../nbs/06d_arc_grid.ipynb #e3dc358c
 class DecoderOnly(nn.Module):
     "Causal transformer over [INPUT] [SEP] [OUTPUT], loss on the output tokens only."
     fmt: Format = "sequence"
@@ -317,16 +346,19 @@ class DecoderOnly(nn.Module):
     @torch.no_grad()
     def predict(self, examples: list[GridExample], # inputs to answer
                 side: int = CANVAS, # largest output side to allow for
+                stop_early: bool = True, # stop a sequence as soon as it can no longer spell a grid (`GridStop`)
                ) -> list[Grid | None]:
-        "Greedy outputs for the examples' inputs (None where the generation spells no grid)."
+        "Greedy outputs (KV-cached) for the examples' inputs (None where the generation spells no grid)."
+        from transformers import StoppingCriteriaList
         prompts = [linearise(e.input) for e in examples]
         T = max(map(len, prompts))
         ids = torch.full((len(prompts), T), PAD, dtype=torch.long)
         att = torch.zeros_like(ids)
         for b, p in enumerate(prompts): ids[b, T - len(p):], att[b, T - len(p):] = torch.tensor(p), 1  # left padding
         dev = next(self.parameters()).device
+        stop = StoppingCriteriaList([GridStop(len(prompts))] if stop_early else [])
         gen = self.lm.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=side * (side + 1) + 1,
-                               do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+                               do_sample=False, eos_token_id=EOS, pad_token_id=PAD, use_cache=True, stopping_criteria=stop)
         return [parse_output(g[T:].tolist()) for g in gen.cpu()]
 
 # %% ../nbs/06d_arc_grid.ipynb #e424246e
@@ -607,19 +639,20 @@ def evaluate(model: nn.Module, tasks: list[Task], views: int = 4) -> dict[str, f
 class AblationConfig(LabModel):
     "One ablation run: which models, their shared budget, the data, and the test-time training stage."
     models: list[Arch] = Field(default_factory=lambda: list(ARCHS))
-    budget_minutes: float = Field(3.0, gt=0, description="wall-clock training budget of each model")
-    max_side: int = Field(10, ge=1, le=CANVAS, description="use tasks whose visible grids fit in this square; 30 = all")
-    val_tasks: int = Field(20, ge=1, description="ARC-AGI-1 training tasks held out for validation")
+    budget_minutes: float = Field(5.0, gt=0, description="wall-clock training budget of each model")
+    max_side: int = Field(CANVAS, ge=1, le=CANVAS, description="use tasks whose visible grids fit in this square; 30 = all")
+    val_tasks: int = Field(40, ge=1, description="ARC-AGI-1 training tasks held out for validation")
     eval_tasks: int | None = Field(None, ge=1, description="first N ARC-AGI-1 evaluation tasks of the subset; None = all")
     batch_size: int = Field(16, ge=1)
+    bucket: int | None = Field(32, ge=1, description="draw each training batch from a group of this many tasks of similar size; None = any")
     learning_rate: float = Field(1e-3, gt=0)
     eval_every: int = Field(50, ge=1, description="optimizer steps between validation-loss evaluations")
     patience: int | None = Field(None, ge=1, description="evaluations without improvement before early stopping")
-    views: int = Field(4, ge=1, le=8, description="symmetric views voted into the two attempts")
-    ttt_tasks: int = Field(10, ge=0, description="evaluation tasks on which the TTT stage is measured (0 = skip it)")
-    ttt_steps: int = Field(24, ge=1, description="optimizer steps of test-time training per task")
-    ttt_batch: int = Field(8, ge=1)
-    ttt_lr: float = Field(5e-4, gt=0)
+    views: int = Field(2, ge=1, le=8, description="symmetric views voted into the two attempts")
+    ttt_tasks: int = Field(50, ge=0, description="first N evaluation tasks on which the TTT stage is measured (0 = skip it)")
+    ttt_steps: int = Field(8, ge=1, description="optimizer steps of test-time training per task")
+    ttt_batch: int = Field(4, ge=1)
+    ttt_lr: float = Field(1e-3, gt=0)
     scaled: bool = Field(False, description="train `scaled_config` models instead of the small default")
     precision: Precision = Field("fp32", description="'auto' for bf16/fp16 autocast on a GPU")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; 1 avoids oversubscription on a shared CPU; None = torch's default")
@@ -628,7 +661,7 @@ class AblationConfig(LabModel):
 def gpu_ablation_config() -> AblationConfig:
     "The full-size run a GPU user would do: all ARC-AGI-1 grids, ~10-15M-parameter models, two hours each."
     return AblationConfig(budget_minutes=120, max_side=CANVAS, val_tasks=40, batch_size=64, learning_rate=3e-4, eval_every=500,
-                          patience=10, views=8, ttt_tasks=400, ttt_steps=100, ttt_batch=16, scaled=True,
+                          patience=10, views=8, ttt_tasks=400, ttt_steps=100, ttt_batch=16, ttt_lr=5e-4, scaled=True,
                           precision="auto", threads=None)
 
 def ablation_splits(cfg: AblationConfig) -> tuple[list[Task], list[Task], list[Task]]:
@@ -660,7 +693,7 @@ def train_model(arch: Arch, # which model
     "Train one model within the budget; return it (best checkpoint restored) and the orchestrator's result."
     mcfg = scaled_config(arch) if cfg.scaled else GridModelConfig(arch=arch)
     model = build_model(mcfg, cfg.seed).to(pick_device())
-    data = AugmentedBatches(train, model.fmt, cfg.batch_size, seed=cfg.seed, max_pairs=mcfg.max_pairs)
+    data = AugmentedBatches(train, model.fmt, cfg.batch_size, seed=cfg.seed, max_pairs=mcfg.max_pairs, bucket=cfg.bucket)
     vb = validation_batches(val, model.fmt, cfg.batch_size, mcfg.max_pairs)
     eval_fn = lambda m: {"val_loss": float(np.mean([float(grid_loss(m, b)) for b in vb]))}
     tc = TrainConfig(learning_rate=cfg.learning_rate, warmup_steps=20, eval_every=cfg.eval_every, metric="val_loss",
@@ -691,9 +724,10 @@ def measure_ttt(model: nn.Module, # a trained grid model
                 tasks: list[Task], # tasks with known test outputs
                 cfg: AblationConfig, # TTT steps, batch, lr, views
                 progress: bool = True, # show a progress bar
+                before: list | None = None, # the model's `predict_tasks` attempts on `tasks`, when already made
                ) -> dict[str, dict[str, float]]:
     "Scores on `tasks` without and with per-task test-time training, and TTT seconds per task."
-    before = evaluate(model, tasks, cfg.views)
+    before = score_attempts(tasks, before if before is not None else predict_tasks(model, tasks, cfg.views))
     t0, attempts = time.perf_counter(), []
     for t in tqdm(tasks, desc="test-time training", disable=not progress, leave=False):
         tuned = test_time_train(model, t, cfg.ttt_steps, cfg.ttt_batch, cfg.ttt_lr, cfg.seed, cfg.precision)
@@ -743,12 +777,14 @@ def run_ablation(cfg: AblationConfig | None = None, # the experiment; None = the
             rows = []
             for arch in tqdm(cfg.models, desc="models", disable=not progress):
                 model, res = train_model(arch, train, val, cfg, CheckpointStore(root / "checkpoints"), progress)
+                ev_attempts = predict_tasks(model, ev, cfg.views)  # TTT's "before" is the same answers on its first tasks
+                n = cfg.ttt_tasks
                 rows.append(ModelResult(
                     arch=arch, params=n_params(model), steps=res.steps, train_seconds=res.seconds, stop_reason=res.stop_reason,
-                    best_val_loss=res.best_metric, val=evaluate(model, val, cfg.views), eval=evaluate(model, ev, cfg.views),
-                    ttt=measure_ttt(model, ev[:cfg.ttt_tasks], cfg, progress) if cfg.ttt_tasks else {}, history=res.history))
-            result = AblationResult(config=cfg, models=rows, train_tasks=len(train), seconds=time.perf_counter() - t0)
-            if out_dir: result.save(root / "result.json")
+                    best_val_loss=res.best_metric, val=evaluate(model, val, cfg.views), eval=score_attempts(ev, ev_attempts),
+                    ttt=measure_ttt(model, ev[:n], cfg, progress, ev_attempts[:n]) if n else {}, history=res.history))
+                result = AblationResult(config=cfg, models=rows, train_tasks=len(train), seconds=time.perf_counter() - t0)
+                if out_dir: result.save(root / "result.json")  # after every model, so a long run that stops keeps what it measured
     finally: torch.set_num_threads(threads)
     return result
 
@@ -806,9 +842,9 @@ def plot_ablation(result: AblationResult) -> go.Figure:
                  ("TTT-subset cell acc. after", lambda m: m.ttt["after"]["cell_accuracy"])]
     names = [m.arch for m in result.models]
     fig = go.Figure([go.Bar(name=label, x=names, y=[f(m) for m in result.models]) for label, f in bars])
-    b = result.config.budget_minutes
+    b, side = result.config.budget_minutes, result.config.max_side
     fig.update_layout(barmode="group", height=400, width=900, yaxis_title="fraction", margin=dict(t=50, b=40),
-                      title=f"Five grid models, {b:g} min of training each ({result.config.max_side}×{result.config.max_side} subset)")
+                      title=f"Five grid models, {b:g} min of training each ({'all grid sizes' if side == CANVAS else f'grids up to {side}×{side}'})")
     return fig
 
 # %% ../nbs/06d_arc_grid.ipynb #516de2ac
@@ -816,11 +852,11 @@ def ablate_main(argv: list[str] | None = None) -> int:
     "`tttlab arc ablate`: train the grid models under one budget and print the results table."
     ap = argparse.ArgumentParser(prog="tttlab arc ablate", description="Train the five ARC grid models under the same budget and compare them.")
     ap.add_argument("--models", nargs="+", choices=ARCHS, default=None, help="which models (default: all five)")
-    ap.add_argument("--budget-minutes", type=float, default=None, help="training minutes per model (default 3; 120 with --gpu)")
-    ap.add_argument("--max-side", type=int, default=None, help="use tasks whose visible grids fit in this square (default 10; 30 with --gpu)")
+    ap.add_argument("--budget-minutes", type=float, default=None, help=f"training minutes per model (default {AblationConfig().budget_minutes:g}; 120 with --gpu)")
+    ap.add_argument("--max-side", type=int, default=None, help=f"use tasks whose visible grids fit in this square (default {AblationConfig().max_side})")
     ap.add_argument("--eval-tasks", type=int, default=None, help="first N evaluation tasks of the subset (default: all)")
-    ap.add_argument("--ttt-tasks", type=int, default=None, help="evaluation tasks on which TTT is measured (0 skips TTT)")
-    ap.add_argument("--val-tasks", type=int, default=None, help="training tasks held out for validation (default 20)")
+    ap.add_argument("--ttt-tasks", type=int, default=None, help=f"first N evaluation tasks on which TTT is measured (default {AblationConfig().ttt_tasks}; 0 skips TTT)")
+    ap.add_argument("--val-tasks", type=int, default=None, help=f"training tasks held out for validation (default {AblationConfig().val_tasks})")
     ap.add_argument("--gpu", action="store_true", help="the full-size config: scaled models, all grids, long budget")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="folder for checkpoints and result.json")

@@ -34,28 +34,29 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
                              tasks_from_args, task_solved)
 
 # %% auto #0
-__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'FITTERS_ROOT', 'FITTERS_STATE', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context',
-           'Obj', 'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud',
-           'transpose', 'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content',
-           'pad_border', 'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines',
-           'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud',
-           'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3',
-           'keep_major', 'keep_minor', 'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2',
-           'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram',
-           'count_fg_row', 'count_colours_row', 'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi',
-           'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour', 'crop_unique_shape',
-           'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest', 'drop_singletons',
-           'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes', 'outline_bboxes',
-           'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size', 'stack_objs_h',
-           'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4', 'fall_down',
-           'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h',
-           'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'halves', 'task_context', 'values_key',
-           'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts', 'Fit',
-           'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule',
-           'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'pieces', 'fit_pieces', 'fit_object_recolour',
-           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
-           'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
-           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'FITTERS_ROOT', 'FITTERS_STATE', 'FITTERS_COMPOSE', 'FITTERS_NORMALISED', 'N_SCALARS',
+           'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90',
+           'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose', 'shift_up', 'shift_down',
+           'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border', 'top_half', 'bottom_half',
+           'left_half', 'right_half', 'drop_empty_lines', 'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2',
+           'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2',
+           'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major', 'erase_minor',
+           'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1',
+           'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
+           'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour',
+           'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest',
+           'drop_singletons', 'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes',
+           'outline_bboxes', 'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size',
+           'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4',
+           'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
+           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'halves', 'task_context',
+           'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts',
+           'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features',
+           'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'pieces', 'fit_pieces',
+           'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'overlay_rule', 'pair_tensors', 'Guide',
+           'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
+           'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main',
+           'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def _ranked_fg(g: Grid, bg: int) -> list[int]:
     return [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
 
 
+
 # %% ../nbs/06b_arc_search.ipynb #7fce3763
 @primitive("geometry")
 def rot90(g, ctx): return valid(np.rot90(g, 1))
@@ -147,6 +149,7 @@ def shift_down(g, ctx): return _shift(g, ctx, 1, 0)
 def shift_left(g, ctx): return _shift(g, ctx, 0, -1)
 @primitive("geometry")
 def shift_right(g, ctx): return _shift(g, ctx, 0, 1)
+
 
 
 # %% ../nbs/06b_arc_search.ipynb #7aff50d2
@@ -192,6 +195,7 @@ def dedupe_lines(g, ctx):
     return valid(g[:, c])
 
 
+
 # %% ../nbs/06b_arc_search.ipynb #166f5458
 @primitive("tile")
 def tile_2x2(g, ctx): return valid(np.tile(g, (2, 2)))
@@ -226,6 +230,7 @@ def upscale_3(g, ctx): return valid(g.repeat(3, 0).repeat(3, 1))
 def downscale_2(g, ctx): return valid(g[::2, ::2]) if g.shape[0] % 2 == 0 and g.shape[1] % 2 == 0 else None
 @primitive("scale")
 def downscale_3(g, ctx): return valid(g[::3, ::3]) if g.shape[0] % 3 == 0 and g.shape[1] % 3 == 0 else None
+
 
 
 # %% ../nbs/06b_arc_search.ipynb #241dec5d
@@ -302,7 +307,6 @@ def _eraser(c):
     def erase(g, ctx): return valid(np.where(g == c, ctx.bg, g)) if (g == c).any() and c != ctx.bg else None
     return erase
 for _c in range(10): primitive("colour", name=f"erase_{_c}")(_eraser(_c))
-
 
 # %% ../nbs/06b_arc_search.ipynb #2bb59350
 _FOUR, _EIGHT = ndimage.generate_binary_structure(2, 1), ndimage.generate_binary_structure(2, 2)
@@ -487,7 +491,6 @@ for _n, _r in [("overlay", lambda p, bg, ctx: p[np.argmax(p != bg, 0), np.arange
                ("majority", lambda p, bg, ctx: np.apply_along_axis(lambda v: np.bincount(v, minlength=10).argmax(), 0, p))]:
     primitive("logic", "objs", name=f"{_n}_panels")(_combine(_r))
 
-
 # %% ../nbs/06b_arc_search.ipynb #c8681dea
 def _complete(g, ctx, img):
     return valid(np.where(g == ctx.bg, img, g)) if img.shape == g.shape else None
@@ -596,6 +599,7 @@ def rays_diag(g, ctx):
     return valid(out)
 
 
+
 # %% ../nbs/06b_arc_search.ipynb #ee2e96c4
 def halves(g: Grid, axis: int) -> tuple[Grid, Grid] | None:
     "The two halves of a grid along `axis` (1: left/right), skipping a one-cell separator line in the middle."
@@ -630,7 +634,6 @@ for _axis, _side in ((1, "h"), (0, "v")):
     for _op in _LOGIC: primitive("logic", name=f"{_op}_{_side}")(_logic(_LOGIC[_op], _axis))
     primitive("logic", name=f"overlay_{_side}")(_overlay(_axis, True))
     primitive("logic", name=f"underlay_{_side}")(_overlay(_axis, False))
-
 
 # %% ../nbs/06b_arc_search.ipynb #eb9098bf
 def task_context(task: Task) -> Context:
@@ -707,7 +710,10 @@ def search(task: Task, # the task; its test outputs are never read
            max_nodes: int = 1_000_000, # node budget
            match_weight: float = 1.0, # how much partial match lowers a child's priority
            extra_nodes: int = 300, # after the first program, how many more nodes to spend looking for agreement
-           fit_depth: int = 1, # run the fitters on grid states up to this depth
+           fit_depth: int = 2, # compose fitters with grid states up to this depth
+           fit_share: float = 0.4, # share of the time budget kept for composing fitters with the best states
+           fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
+           local_share: float = 0.3, # the local-rule fitter's time limit, as a share of the budget (each call)
           ) -> SearchResult:
     "Best-first search for programs mapping every demonstration input to its output."
     t0 = time.perf_counter()
@@ -721,19 +727,22 @@ def search(task: Task, # the task; its test outputs are never read
     states = []  # (values, type, program, g-cost, score)
     seen = {values_key(root)}
     found, first, nodes, deepest, tick = [], None, 0, 0, 0
+    layers = []  # grid states with the outputs' shapes: building blocks for `overlay_rule`
     heap: list = []
 
     def fitted(vals, prog, g, fitters):
         "Run fitters on a grid state; their rules become found programs."
+        nonlocal first
         for fitter in fitters:
             for f in fitter(vals[:n_demo], targets, vals[n_demo:], ctx):
                 found.append(Found(tuple(prog) + (f.name,), None, f.predictions, g + f.extra, nodes, f.extra - 1))
+                if first is None: first = nodes
 
     def visit(vals, typ, prog, g):
         "Check a new state for an answer; queue its children."
         nonlocal first
         score = 0.0
-        if typ == "grid" and len(prog) <= fit_depth: fitted(vals, prog, g, FITTERS_STATE)
+        if typ == "grid" and len(prog) == 1: fitted(vals, prog, g, FITTERS_STATE)
         if typ == "grid":
             cands = vals[:n_demo]
             lut = colour_fit(cands, targets)
@@ -745,6 +754,7 @@ def search(task: Task, # the task; its test outputs are never read
                 if first is None: first = nodes
                 return  # an answer is not extended further
             score = match_score(cands, targets)
+            if all(c.shape == t.shape for c, t in zip(cands, targets)): layers.append((vals, prog, g))
         if len(prog) < max_depth:
             kids = by_type[typ] if len(prog) < max_depth - 1 else grid_out[typ]
             if len(prog) == max_depth - 1 and typ == "grid" and any(c.shape != t.shape for c, t in zip(vals, targets)):
@@ -760,9 +770,12 @@ def search(task: Task, # the task; its test outputs are never read
             tick += 1
             heapq.heappush(heap, (g + costs[kids[k].name] + match_weight * (1 - score), tick, sid, k))
 
-    fitted(root, (), 0.0, FITTERS_ROOT)
+    local = functools.partial(fit_local_rule, seconds=local_share * time_budget)  # the slow fitter gets a time limit
+    small = functools.partial(fit_local_rule, max_extra=2, seconds=local_share * time_budget)  # and less freedom after the root
+    fitted(root, (), 0.0, tuple(local if f is fit_local_rule else f for f in FITTERS_ROOT + FITTERS_STATE))
+    search_budget = time_budget - fit_share * (time_budget - (time.perf_counter() - t0))  # the rest is for composing
     visit(root, "grid", (), 0.0)
-    while heap and nodes < max_nodes and time.perf_counter() - t0 < time_budget:
+    while heap and nodes < max_nodes and time.perf_counter() - t0 < search_budget:
         if first is not None and nodes >= first + extra_nodes: break
         _, _, sid, k = heapq.heappop(heap)
         push(sid, k + 1)
@@ -780,6 +793,24 @@ def search(task: Task, # the task; its test outputs are never read
                 seen.add(key)
                 deepest = max(deepest, len(prog) + 1)
                 visit(out, p.tout, prog + (p.name,), g + costs[p.name])
+    if not found and layers:
+        rule = overlay_rule([root] + [v for v, _, _ in layers], targets, ctx.bg)
+        if rule is not None:
+            chosen, preds = rule
+            progs = [layers[k - 1][1] if k else () for k in chosen]
+            found.append(Found(("overlay[" + " | ".join(" ∘ ".join(reversed(p)) or "input" for p in progs) + "]",), None, preds,
+                               sum(layers[k - 1][2] for k in chosen if k), nodes, sum(map(len, progs)) + len(progs) - 2))
+    if not found:  # colour normalisation, and local rules whose unseen test cells keep their colour
+        fallback = functools.partial(fit_local_rule, max_extra=2, seconds=local_share * time_budget, unseen=True)
+        fitted(root, (), 0.0, tuple(normalised(small if f is fit_local_rule else f) for f in FITTERS_NORMALISED) + (fallback,))
+    if not found:  # compose: the fitters on the grid states that look most like the answer, best first
+        best = sorted((s for s in states[1:] if s[1] == "grid" and len(s[2]) <= fit_depth), key=lambda s: (-s[4], s[3]))
+        same = 0
+        for vals, _, prog, g, score, _ in best:
+            if time.perf_counter() - t0 >= time_budget: break
+            same_shape = same < fit_local and all(v.shape == t.shape for v, t in zip(vals, targets))
+            same += same_shape
+            fitted(vals, prog, g, FITTERS_COMPOSE + ((small,) if same_shape else ()))
     found.sort(key=lambda f: (len(f.program) + f.extra, f.cost))  # stable: among equals, the first found first
     return SearchResult(found, rank_attempts(found, len(task.test_inputs)), nodes, first,
                         time.perf_counter() - t0, deepest)
@@ -792,6 +823,7 @@ def rank_attempts(found: Sequence[Found], n_test: int, k: int = 2) -> list[list[
         groups.setdefault(key, []).append(f)
     ranked = sorted(groups.values(), key=lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs)))
     return [[fs[0].predictions[i] for fs in ranked[:k]] for i in range(n_test)]
+
 
 
 # %% ../nbs/06b_arc_search.ipynb #a1f00002
@@ -959,9 +991,30 @@ def _ray_first(g: Grid, bg: int, dy: int, dx: int) -> np.ndarray:
         dst[m] = src[m]
     return out
 
+def _one_colour(stack: np.ndarray, bg: int) -> np.ndarray:
+    "Per cell, the one non-background colour in a stack of grids (k, h, w) at that place: 10 when none, 11 when several."
+    fg = (stack != bg) & (stack >= 0) & (stack <= 9)
+    hi, lo = np.where(fg, stack, -1).max(0), np.where(fg, stack, 99).min(0)
+    return np.where(~fg.any(0), 10, np.where(hi == lo, hi, 11))
+
+def _nearest_colour(g: Grid, bg: int) -> np.ndarray:
+    "For every cell, the colour of the nearest non-background cell straight up, down, left or right (10: none, 11: a tie of colours)."
+    h, w = g.shape
+    n = max(h, w)
+    p = np.pad(g.astype(np.int16), n, constant_values=-1)
+    out = np.full((h, w), 10, np.int16)
+    todo = np.ones((h, w), bool)
+    for k in range(1, n):
+        one = _one_colour(np.stack([p[n + dy * k:n + dy * k + h, n + dx * k:n + dx * k + w] for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]), bg)
+        hit = todo & (one != 10)
+        out[hit] = one[hit]; todo &= ~hit
+        if not todo.any(): break
+    return out
+
 _CELL_FEATURES = ("colour", *(f"next_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")),
                   *(f"ray_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")), "fg_next4", "fg_next_diag",
-                  "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank")
+                  "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank",
+                  "between_h", "between_v", "row_mod2", "col_mod2", "row_mod3", "col_mod3", "next4_colour", "diag_colour", "nearest_colour")
 
 def cell_features(g: Grid, # the grid
                   bg: int, # its background colour
@@ -989,46 +1042,70 @@ def cell_features(g: Grid, # the grid
               np.broadcast_to(fg.any(1)[:, None], (h, w)), np.broadcast_to(fg.any(0)[None, :], (h, w)),
               np.broadcast_to(np.minimum(line_major(1), 10)[:, None], (h, w)), np.broadcast_to(np.minimum(line_major(0), 10)[None, :], (h, w)),
               np.where(fg, np.minimum(rank[g], 3), 4)]
+    rays = feats[9:17]
+    feats += [np.where(rays[2] == rays[3], rays[2], 10), np.where(rays[0] == rays[1], rays[0], 10)]  # the colour met on both sides, if the same
+    r, c = np.indices((h, w))
+    feats += [r % 2, c % 2, r % 3, c % 3]
+    feats += [_one_colour(np.stack([at(dy, dx) for dy, dx in ds]), bg) for ds in (dirs[:4], dirs[4:])] + [_nearest_colour(g, bg)]
     return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
 
-_COPY_FROM = (0, *range(9, 17), 23, 24)  # colour-valued features an output cell may copy: its own colour, a ray's, its row's or column's
+_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest
 
-def fit_local_rule(cands, targets, tests, ctx, max_extra: int = 3) -> list[Fit]:
-    "Each output cell as a function of at most `max_extra` cell features besides its colour, the fewest that fit every demonstration and cover every test cell."
+def fit_local_rule(cands, targets, tests, ctx,
+                   max_extra: int = 3, # most features besides the cell's colour
+                   seconds: float = 1.0, # time limit
+                   unseen: bool = False, # instead: at most two features, and test cells with unseen values keep their colour
+                  ) -> list[Fit]:
+    "Each output cell as a function of the fewest cell features that fit every demonstration and cover every test cell."
     if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
     X = np.concatenate([cell_features(c, ctx.bg) for c in cands]); y = np.concatenate([t.ravel() for t in targets]).astype(np.int64)
+    Xy = np.unique(np.concatenate([X, y[:, None]], 1), axis=0)  # equal cells say the same thing once: far fewer rows to check
+    X, y = Xy[:, :-1], Xy[:, -1]
     T = [cell_features(g, ctx.bg) for g in tests]
+    T_all = np.unique(np.concatenate(T), axis=0)  # the test cells, each kind once, for the coverage check
     nf = X.shape[1]
     enc = {None: y} | {j: np.where(y == X[:, j], 100 + j, y) for j in _COPY_FROM}  # 100 + j: "copy feature j"
     wide = [list(range(0, 5)), [0, *range(9, 13)], list(range(0, 9)), [0, *range(9, 17)]]  # the 4 or 8 neighbours or rays
     sizes = [[(c, srcs) for e in itertools.combinations(range(1, nf), s)
               for c, srcs in [([0, *e], (None,) + (_COPY_FROM[1:] if s < 3 else ())), (list(e), (None,) + _COPY_FROM if s < 3 else ())]]
              for s in range(1, max_extra + 1)] + [[(w, (None,))] for w in wide]
-    for cands_of_size in sizes:
-        votes: dict = {}
-        for cols, srcs in cands_of_size:
-            if not srcs: continue
-            key = X[:, cols] @ (32 ** np.arange(len(cols)))
-            order = np.argsort(key, kind="stable"); k = key[order]
-            new = np.r_[True, k[1:] != k[:-1]]; grp = np.cumsum(new) - 1
-            tks = [t[:, cols] @ (32 ** np.arange(len(cols))) for t in T]
-            uk = k[new]
-            idxs = [np.minimum(np.searchsorted(uk, tk), len(uk) - 1) for tk in tks]
-            if not all((uk[ix] == tk).all() for ix, tk in zip(idxs, tks)): continue  # a test cell was never seen
-            for s_ in srcs:
-                v = enc[s_][order]
-                if (v != v[new][grp]).any(): continue
-                uv = v[new]
-                preds = []
-                for g, t, ix in zip(tests, T, idxs):
-                    out = uv[ix]
-                    out = np.where(out >= 100, t[np.arange(len(out)), np.maximum(out - 100, 0)], out)
-                    if out.max() > 9: break
-                    preds.append(valid(out.reshape(g.shape)))
-                else:
-                    _vote(votes, preds, "+".join(_CELL_FEATURES[c] for c in cols) + ("" if s_ is None else f"->copy {_CELL_FEATURES[s_]}"))
-        if votes: return _winners(votes, 2, "local_rule[{}]")
-    return []
+    covered: dict = {}  # feature tuple -> every test cell's values were seen; a superset of an uncovered tuple is uncovered too
+    stop = time.perf_counter() + seconds
+
+    def rules(sets, unseen: bool) -> list[Fit]:
+        "The rules of the smallest size that fit; with `unseen`, only uncovered feature sets, whose unseen test cells keep their colour."
+        for cands_of_size in sets:
+            votes: dict = {}
+            for cols, srcs in cands_of_size:
+                if time.perf_counter() > stop: return []  # out of time: a 30x30 task has ~10^4 feature sets to try
+                if not srcs or (not unseen and any(covered.get(sub) is False for sub in itertools.combinations(cols, len(cols) - 1))): continue
+                if unseen and covered.get(tuple(cols)): continue  # covered sets were tried in the first pass
+                key = X[:, cols] @ (32 ** np.arange(len(cols)))
+                order = np.argsort(key, kind="stable"); k = key[order]
+                new = np.concatenate(([True], k[1:] != k[:-1])); grp = np.cumsum(new) - 1
+                uk = k[new]
+                if not unseen:
+                    tk = T_all[:, cols] @ (32 ** np.arange(len(cols)))
+                    covered[tuple(cols)] = bool((uk[np.minimum(np.searchsorted(uk, tk), len(uk) - 1)] == tk).all())
+                    if not covered[tuple(cols)]: continue  # a test cell was never seen
+                for s_ in srcs:
+                    v = enc[s_][order]
+                    if (v != v[new][grp]).any(): continue
+                    uv = v[new]
+                    preds = []
+                    for g, t in zip(tests, T):
+                        tk = t[:, cols] @ (32 ** np.arange(len(cols)))
+                        ix = np.minimum(np.searchsorted(uk, tk), len(uk) - 1)
+                        out = np.where(uk[ix] == tk, uv[ix], 100)  # 100: keep the cell's colour
+                        out = np.where(out >= 100, t[np.arange(len(out)), np.maximum(out - 100, 0)], out)
+                        if out.max() > 9: break
+                        preds.append(valid(out.reshape(g.shape)))
+                    else:
+                        _vote(votes, preds, "+".join(_CELL_FEATURES[c] for c in cols) + ("" if s_ is None else f"->copy {_CELL_FEATURES[s_]}"))
+            if votes: return _winners(votes, 2 + unseen, "local_rule[{}" + (",unseen kept]" if unseen else "]"))
+        return []
+
+    return rules(sizes[:2], True) if unseen else rules(sizes, False)
 
 # %% ../nbs/06b_arc_search.ipynb #a1f00013
 def _splits(g: Grid, bg: int) -> dict[str, np.ndarray]:
@@ -1252,8 +1329,91 @@ def fit_object_recolour(cands, targets, tests, ctx) -> list[Fit]:
         if votes: return _winners(votes, 2, f"recolour_objects[{mode}:{{}}]")
     return []
 
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule)
-FITTERS_STATE = (fit_mosaic, fit_resize)
+# %% ../nbs/06b_arc_search.ipynb #bbe524aa
+def colour_perm(g: Grid, # the grid whose colours are ranked
+                fixed: frozenset[int] = frozenset(), # colours that keep their names
+               ) -> np.ndarray:
+    "A permutation of the 10 colours: `fixed` ones stay, the others go to the free slots by how common they are in `g` (ties by colour)."
+    cnt = colour_counts(g)
+    free = [c for c in range(10) if c not in fixed]
+    perm = np.arange(10, dtype=np.int8)
+    perm[sorted(free, key=lambda c: (-cnt[c], c))] = free
+    return perm
+
+def normalised(fitter: Callable) -> Callable:
+    "The fitter run on colour-normalised grids, its predictions renamed back."
+    def fit(cands, targets, tests, ctx) -> list[Fit]:
+        fixed = frozenset().union(*(set(np.unique(t).tolist()) - set(np.unique(c).tolist()) for c, t in zip(cands, targets)))
+        perms = [colour_perm(g, fixed) for g in list(cands) + list(tests)]
+        n = len(cands)
+        nctx = Context(int(perms[0][ctx.bg]), int(perms[0][ctx.new]))
+        rules = fitter([p[g] for p, g in zip(perms, cands)], [p[t] for p, t in zip(perms, targets)],
+                       [p[g] for p, g in zip(perms[n:], tests)], nctx)
+        back = [np.argsort(p).astype(np.int8) for p in perms[n:]]
+        return [Fit(f"{r.name}@colours", [b[q] for b, q in zip(back, r.predictions)], r.extra + 1) for r in rules]
+    fit.__name__ = f"normalised_{getattr(fitter, '__name__', 'fitter')}"
+    return fit
+
+# %% ../nbs/06b_arc_search.ipynb #0f6610c6
+def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
+    "An output of h·h × w·w cells whose (i, j) block is the input or blank, as a local rule on the input's cell (i, j) decides."
+    choice, blank_colour = [], int(np.argmax(sum(colour_counts(t) for t in targets)))  # blank blocks: the outputs' background
+    for c, t in zip(cands, targets):
+        h, w = c.shape
+        if t.shape != (h * h, w * w) or (c == blank_colour).all(): return []
+        blocks = t.reshape(h, h, w, w).transpose(0, 2, 1, 3)  # blocks[i, j] is the output's (i, j) block
+        copy, blank = (blocks == c).all((2, 3)), (blocks == blank_colour).all((2, 3))
+        if not (copy | blank).all(): return []
+        choice.append(copy.astype(np.int8))
+    if not any(m.any() and not m.all() for m in choice): return []  # every block the same: a tiling, not a choice
+    out = []
+    for rule in fit_local_rule(cands, choice, tests, Context(ctx.bg, 1)):
+        if any(m.max() > 1 or m.shape[0] ** 2 > 30 or m.shape[1] ** 2 > 30 for m in rule.predictions): continue
+        preds = [valid(np.where(np.kron(m, np.ones_like(g)) == 1, np.tile(g, g.shape), blank_colour)) for m, g in zip(rule.predictions, tests)]
+        out.append(Fit(f"blocks[{rule.name}]", preds, 2))
+    return out
+
+# %% ../nbs/06b_arc_search.ipynb #1dc863aa
+def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the demonstration grids, then the test grids; states[0] is the input
+                 targets: Sequence[Grid], # the demonstration outputs
+                 bg: int, # the background colour (transparent)
+                 max_layers: int = 3, # most layers stacked
+                ) -> tuple[list[int], list[Grid]] | None:
+    "The fewest layers (state indices) whose foreground, painted in order over the input or a blank canvas, gives every demonstration output; and the test predictions."
+    n = len(targets)
+    fine = [k for k, vals in enumerate(states)
+            if all(v.shape == t.shape and not ((v != bg) & (v != t)).any() for v, t in zip(vals[:n], targets))]
+    best = None
+    for blank in (False, True):
+        base = [np.full_like(t, bg) for t in targets] if blank else states[0][:n]
+        if any(b.shape != t.shape for b, t in zip(base, targets)): continue
+        wrong = [b != t for b, t in zip(base, targets)]
+        chosen = []
+        while any(w.any() for w in wrong) and len(chosen) < max_layers:
+            gain = [sum(int(((v != bg) & w).sum()) for v, w in zip(states[k][:n], wrong)) for k in fine]
+            if not gain or max(gain) == 0: break
+            k = fine[int(np.argmax(gain))]
+            chosen.append(k)
+            wrong = [w & (v == bg) for v, w in zip(states[k][:n], wrong)]
+        if any(w.any() for w in wrong) or (blank and not chosen) or (best is not None and len(chosen) >= len(best[0])): continue
+        preds = []
+        for i, b in enumerate(states[0][n:]):
+            out = np.full_like(states[chosen[0]][n + i], bg) if blank else b.copy()
+            for k in chosen:
+                v = states[k][n + i]
+                if v.shape != out.shape: break
+                out[v != bg] = v[v != bg]
+            else:
+                preds.append(valid(out)); continue
+            break
+        if len(preds) == len(states[0]) - n: best = (chosen, preds)
+    return best
+
+# %% ../nbs/06b_arc_search.ipynb #79574282
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks)  # on the task's inputs
+FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
+FITTERS_COMPOSE = FITTERS_STATE + FITTERS_ROOT[1:4] + FITTERS_ROOT[5:]  # on the best states when the search found nothing (and the local rule on a few)
+FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour)  # run `normalised` on the inputs when nothing else fits
 
 # %% ../nbs/06b_arc_search.ipynb #4be172b2
 def _pair_scalars(i: Grid, o: Grid) -> list[float]:
@@ -1327,6 +1487,7 @@ def guide_costs(guide: Guide, pairs: Sequence[tuple[Grid, Grid]]) -> dict[str, f
         norm = math.log(sum(1 / r for r in range(1, len(order) + 1)))
         costs |= {n: math.log(r) + norm for r, n in enumerate(order, 1)}
     return costs
+
 
 
 # %% ../nbs/06b_arc_search.ipynb #f50332b0
@@ -1411,6 +1572,7 @@ def synthetic_examples(tasks: Sequence[Task], n: int, names: Sequence[str], seed
     return out
 
 
+
 # %% ../nbs/06b_arc_search.ipynb #553494e4
 def adapt_guide(guide: Guide, # the static guide (left unchanged)
                 task: Task, # the task to adapt to
@@ -1458,6 +1620,7 @@ def load_guide(path: Path | None = None) -> Guide:
     except (SafetensorError, KeyError, RuntimeError, ValueError, OSError) as e:
         raise GuideError(f"{path} is not a guide checkpoint of this version ({e}); retrain it with `tttlab arc train-guide`") from None
     return guide.eval()
+
 
 
 # %% ../nbs/06b_arc_search.ipynb #7ebd3841
@@ -1523,6 +1686,7 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+
 # %% ../nbs/06b_arc_search.ipynb #7a48486b
 def harvest_programs(tasks: Sequence[Task], seconds: float, progress: bool = True) -> dict[str, list[str]]:
     "Programs an unguided search finds for training tasks, kept when they solve the task's test inputs."
@@ -1574,4 +1738,5 @@ def guide_quality(guide: Guide, examples) -> dict[str, float]:
     hit = torch.zeros_like(y).scatter_(1, top, 1.0)
     return {"val_bce": float(F.binary_cross_entropy_with_logits(logits, y)),
             "val_recall_at_10": float((hit * y).sum() / y.sum())}
+
 

@@ -66,6 +66,8 @@ class LaCTConfig(LabModel):
     anchor: NonNegativeFloat = Field(0.0, description="weight of a KL penalty that keeps the model's predictions on a "
                                      "passage of its own writing as they were (less forgetting); 0: off")
     anchor_tokens: PositiveInt = Field(128, description="length of that passage, sampled once from the pretrained model")
+    units: float | None = Field(None, gt=0, le=1, description="share of each fast MLP's hidden units that may change: "
+                                "per chunk, those firing most above their level on the anchor passage; None: all")
 
 class LaCTUpdater:
     "Large-chunk test-time training of the last blocks' MLPs: one orthogonalised update per chunk."
@@ -83,7 +85,7 @@ class LaCTUpdater:
         self.row_norms = [p.norm(dim=1, keepdim=True) for p in self.initial]
         self.cache = PrefixCache(model, self.layer_ids[0], self.config.precision)
         self.scaler = LossScale(compute_dtype(self.cache.device, self.config.precision) == torch.float16)
-        self.skipped_updates, self._bad, self.passes, self._anchor = 0, False, {}, None
+        self.skipped_updates, self._bad, self.passes, self._anchor, self.unit_masks = 0, False, {}, None, None
 
     def loss(self, input_ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         "The chunk's next-token loss with the current fast weights (differentiable in them), learned in windows."
@@ -93,6 +95,7 @@ class LaCTUpdater:
         "Apply the chunk with the current fast weights; accumulate the gradient of its (and its views') loss; return the chunk's loss."
         key = tuple(input_ids.shape) + (int(input_ids.sum()),)
         passes = self.passes[key] = self.passes.get(key, -1) + 1  # alternate the window cuts from pass to pass
+        if passes == 0 and self.lact.units is not None: self.select_units(input_ids)
         chunk = self.loss(input_ids, offset=(self.lact.context or 0) // 2 * (passes % 2))
         if not backward_with_views(self.cache, self.scaler, chunk, views): self._bad = True
         if self.lact.anchor > 0 and not self._bad:
@@ -101,8 +104,8 @@ class LaCTUpdater:
             else: self._bad = True
         return float(chunk.detach())
 
-    def anchor_drift(self) -> torch.Tensor:
-        "Mean per-token KL from the pretrained model's predictions to the current ones, on the anchor passage."
+    def anchor_passage(self) -> tuple[torch.Tensor, torch.Tensor]:
+        "The anchor passage [1, anchor_tokens] and the pretrained model's log-probabilities over it, made on first use."
         if self._anchor is None:  # made on first use, so its cost counts as learning time
             with torch.no_grad(), self.disabled():
                 start = self.model.config.bos_token_id if self.model.config.bos_token_id is not None else 0
@@ -111,9 +114,43 @@ class LaCTUpdater:
                     ids = self.model.generate(torch.tensor([[start]], device=self.cache.device), do_sample=True,
                                               max_new_tokens=self.lact.anchor_tokens, min_new_tokens=self.lact.anchor_tokens,
                                               top_k=None, top_p=None, pad_token_id=start)
-                self._anchor = (ids, self._log_probs(ids))
-        ids, base = self._anchor
+                self._anchor = (ids, self._log_probs(ids), self.unit_activity(ids))
+        return self._anchor[:2]
+
+    def anchor_drift(self) -> torch.Tensor:
+        "Mean per-token KL from the pretrained model's predictions to the current ones, on the anchor passage."
+        ids, base = self.anchor_passage()
         return F.kl_div(self._log_probs(ids), base, log_target=True, reduction="sum") / ids.shape[1]
+
+    @torch.no_grad()
+    def unit_activity(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        "Mean absolute activation of each fast MLP's hidden units over `ids` [B, T], pretrained weights; one vector per block."
+        acts, blocks = [], decoder_layers(self.model)
+        hooks = [blocks[i].mlp.down_proj.register_forward_hook(lambda m, args, out: acts.append(args[0].abs().float().flatten(0, -2).mean(0)))
+                 for i in self.layer_ids]
+        try:
+            with self.disabled(), self.cache.autocast(): self.cache.suffix(*self.cache(ids))
+        finally:
+            for h in hooks: h.remove()
+        return acts
+
+    def select_units(self, input_ids: torch.Tensor) -> None:
+        "Let the `units` share of hidden units that fire most above their anchor-passage level on this chunk change."
+        self.anchor_passage()
+        doc = self.unit_activity(context_windows(input_ids, self.lact.context, 0))
+        masks = []
+        for d, bg in zip(doc, self._anchor[2]):
+            score = d / (bg + 0.1 * bg.mean())  # like TF-IDF: active here, quiet on ordinary text
+            m = torch.zeros_like(score, dtype=torch.bool)
+            m[score.topk(max(1, round(self.lact.units * len(score)))).indices] = True
+            masks.append(m)
+        self.unit_masks = masks if self.unit_masks is None else [a | b for a, b in zip(self.unit_masks, masks)]
+
+    def _unit_mask(self, i: int) -> torch.Tensor | None:
+        "Where fast matrix `i` may change, broadcastable to it: rows of gate/up, columns of down; None: everywhere."
+        if self.unit_masks is None: return None
+        m = self.unit_masks[i // len(MLP_MATRICES)]
+        return m[None, :] if MLP_MATRICES[i % len(MLP_MATRICES)] == "down_proj" else m[:, None]
 
     def _log_probs(self, ids: torch.Tensor) -> torch.Tensor:
         "Next-token log-probabilities of the model as it is, over `ids`, in fp32."
@@ -127,10 +164,14 @@ class LaCTUpdater:
         ok = not self._bad and all(g is not None for g in grads) and self.scaler.unscale(self.params)
         if ok:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-            for p, g, n0 in zip(self.params, grads, self.row_norms):
+            for i, (p, g, n0) in enumerate(zip(self.params, grads, self.row_norms)):
+                mask = self._unit_mask(i)
+                before = p.detach().clone() if mask is not None else None
+                if mask is not None: g = g * mask
                 step = self.orthogonalise(g) * max(1, p.shape[0] / p.shape[1]) ** 0.5 if self.lact.muon else g
                 p -= self.config.learning_rate * step.to(p.dtype)
                 if self.lact.keep_norm: p *= n0 / (p.norm(dim=1, keepdim=True) + 1e-12)
+                if mask is not None: p.copy_(torch.where(mask, p, before))  # the other units stay exactly as they were
         else: self.skipped_updates += 1
         for p in self.params: p.grad = None
         self._bad = False
@@ -161,7 +202,7 @@ class LaCTUpdater:
         "Restore the pretrained fast weights bit for bit and forget cached chunks."
         for p, p0 in zip(self.params, self.initial): p.copy_(p0); p.grad = None
         self.cache.clear()
-        self._bad, self.passes = False, {}
+        self._bad, self.passes, self.unit_masks = False, {}, None
 
     @contextlib.contextmanager
     def disabled(self):

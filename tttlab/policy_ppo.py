@@ -40,11 +40,12 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'code_metrics', 'sequence_stats', 'learning_start', 'PrefixState', 'read_with_prefix', 'read_chunk',
            'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache', 'file_outcomes',
            'build_cache', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout', 'rollout', 'MethodResult', 'score',
-           'fixed_actions', 'random_actions', 'ThresholdGate', 'oracle_actions', 'synthetic_episodes',
-           'periodic_actions', 'best_periodic', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
-           'greedy_actions', 'sampled_actions', 'single_thread', 'train_policy', 'compare_methods', 'results_table',
-           'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure',
-           'default_cache_root', 'main']
+           'fixed_actions', 'random_actions', 'best_random_action', 'ThresholdGate', 'oracle_actions',
+           'synthetic_episodes', 'periodic_actions', 'best_periodic', 'fit_to_budget', 'GainRegressor',
+           'cross_validated_actions', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
+           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
+           'UpdateThreshold', 'compare_methods', 'results_table', 'OnlineResult', 'run_online', 'fixed_chooser',
+           'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #9da63ebb
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -651,11 +652,21 @@ def fixed_actions(eps: Episodes, action: str | int) -> torch.Tensor:
     "The same action on every decision."
     return torch.full(eps.mask.shape, parse_action(action), dtype=torch.long) * eps.mask
 
-def random_actions(eps: Episodes, budget: float, seed: int = 0) -> torch.Tensor:
-    "UPDATE_1 with the probability that spends the budget in expectation, SKIP otherwise."
-    p = min(1.0, (check_budget(budget) - COSTS[0]) / (COSTS[1] - COSTS[0]))
+def random_actions(eps: Episodes, budget: float, seed: int = 0,
+                   action: str | int = 1, # the update taken when the coin says so
+                  ) -> torch.Tensor:
+    "`action` with the probability that spends the budget in expectation, SKIP otherwise."
+    a = parse_action(action)
+    p = min(1.0, (check_budget(budget) - COSTS[0]) / (COSTS[a] - COSTS[0])) if a else 0.0
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(eps.mask.shape, generator=g) < p).long() * eps.mask
+    return (torch.rand(eps.mask.shape, generator=g) < p).long() * a * eps.mask
+
+def best_random_action(eps: Episodes, # training files
+                       budget: float, # allowed mean cost per chunk
+                      ) -> int:
+    "The update whose random use at `budget` has the largest expected gain on `eps`."
+    share = [min(1.0, (check_budget(budget) - COSTS[0]) / (c - COSTS[0])) for c in COSTS[1:]]
+    return 1 + int(np.argmax([s * g for s, g in zip(share, eps.gain()[eps.mask].mean(0)[1:].tolist())]))
 
 class ThresholdGate(LabModel):
     "Update with `action` when a chunk's own loss exceeds `threshold`."
@@ -749,6 +760,81 @@ def best_periodic(eps: Episodes, # training files
     if not cands: return 0, 1
     return max(cands, key=lambda ak: score(eps, periodic_actions(eps, *ak), "").gain)
 
+# %% ../nbs/05_policy_ppo.ipynb #a6ba66ac
+_EXTRA = _COSTS - COSTS[0]  # cost of each action above SKIP
+
+def fit_to_budget(rule: Callable[[float], Chooser], # knob -> chooser; a larger knob must spend less
+                  eps: Episodes, # the files to fit on (the training files)
+                  budget: float, # allowed mean cost per chunk
+                  lo: float, # the knob's search interval ...
+                  hi: float, # ... with `rule(hi)` within the budget
+                  steps: int = 40, # bisection steps
+                 ) -> float:
+    "The smallest knob in [lo, hi] whose unguarded rollout on `eps` costs at most `budget`, by bisection."
+    budget = check_budget(budget)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        with torch.no_grad(): cost = _COSTS[rollout(eps, rule(mid), budget).actions][eps.mask].mean().item()
+        lo, hi = (mid, hi) if cost > budget + 1e-9 else (lo, mid)
+    return hi
+
+class GainRegressor(nn.Module):
+    "A ridge regression of each action's gain over SKIP on the 28 static features, acting by a price fitted to a budget."
+    def __init__(self):
+        super().__init__()
+        for k, v in (("mean", torch.zeros(28)), ("std", torch.ones(28)), ("weight", torch.zeros(29, len(ACTIONS))),
+                     ("price", torch.tensor(0.0))): self.register_buffer(k, v)
+
+    def fit(self, eps: Episodes, # the training files
+            budget: float, # allowed mean cost per chunk
+            ridge: float = 100.0, # L2 penalty on the standardised features' weights (the intercept is free)
+           ) -> GainRegressor:
+        "Fit the regression on `eps`, then the price at which the priced rule's cost on `eps` meets `budget`."
+        x, y = eps.static[eps.mask].double(), eps.gain()[eps.mask].double()
+        self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0).clamp_min(1e-6))
+        z = self._design(x)
+        penalty = ridge * torch.eye(z.shape[1], dtype=z.dtype); penalty[-1, -1] = 0
+        self.weight.copy_(torch.linalg.solve(z.T @ z + penalty, z.T @ y))
+        self.price.fill_(fit_to_budget(self._rule, eps, budget, 0.0, 10.0))
+        return self
+
+    def _design(self, static: torch.Tensor) -> torch.Tensor:
+        z = (static.double() - self.mean.double()) / self.std.double()
+        return torch.cat([z, torch.ones(*z.shape[:-1], 1, dtype=z.dtype)], -1)
+
+    def forward(self, static: torch.Tensor, # [..., 28] static features
+               ) -> torch.Tensor:
+        "Predicted gain over SKIP of each action [..., 4] (SKIP's is 0)."
+        return (self._design(static) @ self.weight.double()).float()
+
+    def _rule(self, price: float) -> Chooser:
+        def choose(obs, allowed):
+            value = self(obs[:, _STATIC]) - price * _EXTRA
+            return value.masked_fill(~allowed, float("-inf")).argmax(-1)
+        return choose
+
+    def choose(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        "The allowed action with the largest predicted gain minus price x extra cost."
+        return self._rule(float(self.price))(obs, allowed)
+
+def cross_validated_actions(eps: Episodes, # all the files
+                            budget: float, # allowed mean cost per chunk
+                            folds: int = 10, # folds of files
+                            ridge: float = 100.0, # the regression's penalty
+                            seed: int = 0, # seed of the assignment of files to folds
+                           ) -> torch.Tensor:
+    "The `GainRegressor`'s decisions on every file, each fold's decided by a regression and price fitted on the other folds."
+    E = eps.mask.shape[0]
+    if not 2 <= folds <= E: raise PonderError(f"{folds} folds for {E} files; use between 2 and the number of files")
+    fold = torch.empty(E, dtype=torch.long)
+    fold[torch.randperm(E, generator=torch.Generator().manual_seed(seed))] = torch.arange(E) % folds
+    out = torch.zeros(eps.mask.shape, dtype=torch.long)
+    for k in range(folds):
+        fit_on, held = (fold != k).nonzero()[:, 0], (fold == k).nonzero()[:, 0]
+        reg = GainRegressor().fit(eps.select(fit_on), budget, ridge)
+        out[held] = rollout(eps.select(held), reg.choose, budget).actions
+    return out
+
 # %% ../nbs/05_policy_ppo.ipynb #e48a9b54
 class PonderPolicy(nn.Module):
     "MLP actor over the 32 features, with a reward-and-cost value head."
@@ -840,6 +926,7 @@ class PPOConfig(LabModel):
     hidden: int = Field(64, gt=0)
     groups: list[str] = Field(default_factory=lambda: list(FEATURE_GROUPS), description="feature groups seen")
     eval_every: int = Field(5, gt=0, description="iterations between validation checks")
+    warm_start: int = Field(0, ge=0, description="steps imitating the gain regressor's priced decisions before PPO; 0 for none")
     seed: int = 0
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
@@ -909,6 +996,21 @@ def single_thread():
     try: yield
     finally: torch.set_num_threads(n)
 
+def imitate(policy: PonderPolicy, # the policy to warm-start
+            opt: torch.optim.Optimizer, # its optimiser
+            teacher: Chooser, # the decisions to imitate
+            eps: Episodes, # the training files
+            budget: float, # allowed mean cost per chunk (for the history features)
+            steps: int, # full-batch cross-entropy steps
+           ) -> float:
+    "Train the actor to take `teacher`'s decisions on `eps` (cross-entropy); return the final loss."
+    with torch.no_grad(): ro = rollout(eps, teacher, budget)
+    obs, target = ro.obs[eps.mask], ro.actions[eps.mask]
+    for _ in range(steps):
+        loss = F.cross_entropy(policy(obs)[0], target)
+        opt.zero_grad(); loss.backward(); opt.step()
+    return loss.item()
+
 def train_policy(train: Episodes, # training files
                  val: Episodes, # validation files, for choosing the kept policy
                  config: PPOConfig | None = None, # settings
@@ -922,6 +1024,7 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
     torch.manual_seed(cfg.seed)
     policy = PonderPolicy(cfg.hidden, cfg.groups).fit_normaliser(train)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    if cfg.warm_start: imitate(policy, opt, GainRegressor().fit(train, budget).choose, train, budget, cfg.warm_start)
     pid = PIDLagrangian(cfg.kp, cfg.ki, cfg.kd, cfg.pid_delay)
     rep = Episodes(*(x.repeat_interleave(cfg.repeats, 0) for x in (train.static, train.loss, train.outcome, train.mask)),
                    train.paths * cfg.repeats)
@@ -969,30 +1072,74 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
     policy.load_state_dict(best[2])
     return TrainedPolicy(policy.eval(), cfg, hist)
 
+# %% ../nbs/05_policy_ppo.ipynb #673d4993
+class PolicyEnsemble(nn.Module):
+    "Several trained policies acting as one, by the mean of their action probabilities."
+    def __init__(self, policies: Sequence[nn.Module]): # trained `PonderPolicy`s
+        super().__init__()
+        self.members = nn.ModuleList(policies)
+
+    def forward(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        "Log of the members' mean action probabilities [..., 4] and their mean values [..., 2]."
+        outs = [m(obs, allowed) for m in self.members]
+        return torch.stack([o[0].softmax(-1) for o in outs]).mean(0).log(), torch.stack([o[1] for o in outs]).mean(0)
+
+    greedy = PonderPolicy.greedy
+
+class UpdateThreshold:
+    "A trained policy acting by a threshold on its log-odds of updating, fitted so that its cost meets a budget."
+    def __init__(self, policy: nn.Module, # a `PonderPolicy` or `PolicyEnsemble`
+                 threshold: float = 0.0, # update when log((1 - p_SKIP) / p_SKIP) exceeds this
+                ):
+        self.policy, self.threshold = policy, threshold
+
+    @classmethod
+    def fit(cls, policy: nn.Module, # the trained policy
+            eps: Episodes, # the files to fit on (the training files)
+            budget: float, # allowed mean cost per chunk
+           ) -> UpdateThreshold:
+        "The threshold whose mean cost on `eps` meets `budget`."
+        return cls(policy, fit_to_budget(lambda t: cls(policy, t).choose, eps, budget, -50.0, 50.0))
+
+    @torch.no_grad()
+    def choose(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        "The policy's most likely allowed update where its log-odds of updating exceed the threshold, else SKIP."
+        logp = torch.log_softmax(self.policy(obs, allowed)[0], -1)
+        odds = torch.logsumexp(logp[:, 1:], -1) - logp[:, 0]
+        return torch.where(odds > self.threshold, logp[:, 1:].argmax(-1) + 1, 0)
+
 # %% ../nbs/05_policy_ppo.ipynb #e38b437a
 def compare_methods(train: Episodes, # files the gate and the periodic schedule are fitted on
                     test: Episodes, # held-out files
                     budget: float, # allowed mean cost per chunk
-                    policy: PonderPolicy | None = None, # a trained policy, scored with and without the guard
-                    seed: int = 0, # seed of the random baseline
+                    policy: nn.Module | None = None, # a trained policy (or ensemble), scored with and without the guard
+                    seed: int = 0, # seed of the random baselines
                     carry: float = 0.0, # the stream guard's allowance, in cost units
                    ) -> list[MethodResult]:
-    "Every baseline, the oracle and (if given) the policy, scored on `test` at `budget`."
+    "Every baseline, the oracle and (if given) the policy, scored on `test` at `budget`; fitted rules are fitted on `train`."
     budget = check_budget(budget)
     oracle = oracle_actions(test, budget)
     og = score(test, oracle, "oracle").gain
-    gate = ThresholdGate.fit(train, budget)
+    gate, reg = ThresholdGate.fit(train, budget), GainRegressor().fit(train, budget)
     pa, pk = best_periodic(train, budget)
+    ra = best_random_action(train, budget)
+    guarded = lambda choose: rollout(test, choose, budget, "stream", carry).actions
     runs = [("No-TTT (SKIP)", fixed_actions(test, 0))] + [(f"fixed {a}", fixed_actions(test, a)) for a in ACTIONS[1:]]
     runs += [("random @ budget", random_actions(test, budget, seed)),
+             (f"random best action ({ACTIONS[ra]}) @ budget", random_actions(test, budget, seed, ra)),
              (f"periodic {ACTIONS[pa]} every {pk}", periodic_actions(test, pa, pk)),
              (f"threshold gate ({ACTIONS[gate.action]})", gate.actions(test)),
-             ("threshold gate (guard)", rollout(test, gate.choose, budget, "stream", carry).actions)]
+             ("threshold gate (guard)", guarded(gate.choose)),
+             ("gain regressor (supervised)", rollout(test, reg.choose, budget).actions),
+             ("gain regressor (supervised, guard)", guarded(reg.choose))]
     if policy is not None:
+        thr = UpdateThreshold.fit(policy, train, budget)
         runs += [("policy (guard)", greedy_actions(policy, test, budget, "stream", carry)),
                  ("policy (no guard)", greedy_actions(policy, test, budget, "off")),
                  ("policy (sampled, guard)", sampled_actions(policy, test, budget, "stream", carry, seed)),
-                 ("policy (sampled)", sampled_actions(policy, test, budget, "off", seed=seed))]
+                 ("policy (sampled)", sampled_actions(policy, test, budget, "off", seed=seed)),
+                 ("policy (fitted threshold, guard)", guarded(thr.choose)),
+                 ("policy (fitted threshold)", rollout(test, thr.choose, budget).actions)]
     runs.append(("oracle", oracle))
     return [score(test, acts, name, budget, og) for name, acts in runs]
 
@@ -1085,8 +1232,9 @@ def feature_overhead(model: nn.Module, # the causal LM
     return dict(plain_s=p, features_s=f, overhead=f / p - 1)
 
 # %% ../nbs/05_policy_ppo.ipynb #e7ce8576
-_BUDGETED = ("random", "periodic", "threshold gate (guard)", "threshold gate", "policy (guard)", "policy (no guard)",
-             "policy (sampled, guard)", "policy (sampled)", "oracle")
+_BUDGETED = ("random best action", "random", "periodic", "threshold gate (guard)", "threshold gate",
+             "gain regressor (supervised, guard)", "gain regressor", "policy (guard)", "policy (no guard)",
+             "policy (sampled, guard)", "policy (sampled)", "policy (fitted threshold, guard)", "policy (fitted threshold)", "oracle")
 
 def method_family(name: str) -> str:
     "The line a method belongs to on the Pareto plot ('fixed UPDATE_2' stays itself; budgeted methods are grouped)."

@@ -30,8 +30,8 @@ from .ttt_linear import generate_text
 # %% auto #0
 __all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'recall_config', 'recall_strategy', 'QAFileError',
            'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb', 'ask_all', 'run_recall',
-           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'anchor_weight', 'recall_table',
-           'recall_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
+           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'anchor_weight', 'unit_share',
+           'recall_table', 'recall_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
 
 # %% ../nbs/07a_recall.ipynb #cbbb113c
 RECALL_CONFIGS: dict[str, LearningConfig] = {
@@ -41,7 +41,7 @@ RECALL_CONFIGS: dict[str, LearningConfig] = {
     "naive-lora": LearningConfig(strategy="naive-lora", learning_rate=1e-3, epochs=1, precision="fp32"),
 }
 
-RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=7.0))}  # beyond `make_strategy`'s defaults
+RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=2.0, units=0.4))}  # beyond `make_strategy`'s defaults
 
 def recall_config(name: str) -> LearningConfig:
     "The tuned settings of strategy `name`."
@@ -53,12 +53,14 @@ def recall_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lo
                     model: nn.Module,  # the causal LM to learn with; the strategy takes it over
                     config: LearningConfig | None = None,  # None: the strategy's tuned `RECALL_CONFIGS` entry
                     anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
+                    units: float | None = None,  # LaCT's share of open MLP units; None: the tuned one
                    ) -> TTTStrategy:
     "Strategy `name` on `model`, shaped as tuned for recall (`RECALL_SHAPES`)."
     shape = dict(RECALL_SHAPES.get(name, {}))
-    if anchor is not None:
-        if name != "lact": raise UnknownStrategyError(f"an anchor weight is a LaCT setting, not one of {name!r}")
-        shape["lact"] = shape.get("lact", LaCTConfig()).model_copy(update=dict(anchor=anchor))
+    lact = {k: v for k, v in dict(anchor=anchor, units=units).items() if v is not None}
+    if lact:
+        if name != "lact": raise UnknownStrategyError(f"{' and '.join(lact)}: LaCT settings, not ones of {name!r}")
+        shape["lact"] = LaCTConfig(**shape.get("lact", LaCTConfig()).model_dump() | lact)  # validated
     return make_strategy(name, model, config or recall_config(name), **shape)
 
 # %% ../nbs/07a_recall.ipynb #c86eb843
@@ -146,6 +148,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
                in_context: bool = True,  # also answer with the document in the prompt
                progress: bool = True,
                anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
+               units: float | None = None,  # LaCT's share of open MLP units; None: the tuned one
               ) -> dict:
     "Learn `doc`, clear the context, ask every question; return the figures and the answers."
     config = config or recall_config(strategy)
@@ -153,7 +156,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
     lm, tok = load_lm(model)
     torch.manual_seed(config.seed)
     document = load_document(doc, tok, chunk_size=config.chunk_size, views=config.views)
-    strat = recall_strategy(strategy, lm, config, anchor)
+    strat = recall_strategy(strategy, lm, config, anchor, units)
     before = lm_text_loss(lm, tok)
     bar = tqdm(total=len(document.chunks) * config.epochs, desc=f"learning ({strategy})", disable=not progress)
     metrics = TTTTrainer(strat, config).train_on_document(document, callback=lambda i, n, l: bar.update(1))
@@ -210,6 +213,13 @@ def anchor_weight(text: str) -> float:
     if not 0 <= w < float("inf"): raise argparse.ArgumentTypeError(f"the anchor weight must be a finite number >= 0, not {text!r}")
     return w
 
+def unit_share(text: str) -> float:
+    "A share of MLP units in (0, 1] from the command line."
+    try: u = float(text)
+    except ValueError: u = -1.0
+    if not 0 < u <= 1: raise argparse.ArgumentTypeError(f"the share of units must be a number in (0, 1], not {text!r}")
+    return u
+
 def recall_table(results: list[dict],  # `run_recall` results on one document
                  peer: dict | None = None,  # the peer's result, the speed reference
                 ) -> str:
@@ -246,6 +256,8 @@ def recall_parser() -> argparse.ArgumentParser:
                    help="study views learned with each chunk: sentences, chat, or none (default: each strategy's tuned value)")
     p.add_argument("--anchor", default=None, type=anchor_weight, metavar="W",
                    help="LaCT's anchor weight: higher forgets less and recalls less (default: the tuned value)")
+    p.add_argument("--units", default=None, type=unit_share, metavar="F",
+                   help="share of LaCT's MLP units the document may change: smaller forgets less (default: the tuned value)")
     p.add_argument("--peer", default=None, choices=list(RECALL_CONFIGS), help="also run this strategy and print the speed ratio")
     p.add_argument("--no-in-context", action="store_true", help="skip the document-in-context answers")
     p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
@@ -260,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
         if args.views is not None: cfg = cfg.model_copy(update=dict(views=args.views))
         res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs,
-                         anchor=args.anchor if name == "lact" else None)
+                         anchor=args.anchor if name == "lact" else None, units=args.units if name == "lact" else None)
         if runs: res["qa_incontext"] = runs[0]["qa_incontext"]  # the same weights with learning off: asked once
         print_answers(res)
         print(f"\n{name} on {res['document']} ({res['doc_tokens']} tokens, {res['chunks']} chunk(s)):")
