@@ -40,7 +40,7 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'code_metrics', 'sequence_stats', 'learning_start', 'PrefixState', 'read_with_prefix', 'read_chunk',
            'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache', 'file_outcomes',
            'build_cache', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout', 'rollout', 'MethodResult', 'score',
-           'fixed_actions', 'random_actions', 'best_random_action', 'ThresholdGate', 'oracle_actions',
+           'fixed_actions', 'random_share', 'random_actions', 'best_random_action', 'ThresholdGate', 'oracle_actions',
            'synthetic_episodes', 'periodic_actions', 'best_periodic', 'fit_to_budget', 'GainRegressor',
            'cross_validated_actions', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
            'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
@@ -652,12 +652,16 @@ def fixed_actions(eps: Episodes, action: str | int) -> torch.Tensor:
     "The same action on every decision."
     return torch.full(eps.mask.shape, parse_action(action), dtype=torch.long) * eps.mask
 
+def random_share(budget: float, action: int) -> float:
+    "The share of chunks on which `action` (instead of SKIP) spends `budget` in expectation."
+    return min(1.0, (check_budget(budget) - COSTS[0]) / (COSTS[action] - COSTS[0])) if action else 0.0
+
 def random_actions(eps: Episodes, budget: float, seed: int = 0,
                    action: str | int = 1, # the update taken when the coin says so
                   ) -> torch.Tensor:
     "`action` with the probability that spends the budget in expectation, SKIP otherwise."
     a = parse_action(action)
-    p = min(1.0, (check_budget(budget) - COSTS[0]) / (COSTS[a] - COSTS[0])) if a else 0.0
+    p = random_share(budget, a)
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(eps.mask.shape, generator=g) < p).long() * a * eps.mask
 
@@ -665,7 +669,7 @@ def best_random_action(eps: Episodes, # training files
                        budget: float, # allowed mean cost per chunk
                       ) -> int:
     "The update whose random use at `budget` has the largest expected gain on `eps`."
-    share = [min(1.0, (check_budget(budget) - COSTS[0]) / (c - COSTS[0])) for c in COSTS[1:]]
+    share = [random_share(budget, a) for a in range(1, len(COSTS))]
     return 1 + int(np.argmax([s * g for s, g in zip(share, eps.gain()[eps.mask].mean(0)[1:].tolist())]))
 
 class ThresholdGate(LabModel):

@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import get_args
+from typing import Callable, get_args
 
 import torch
 from torch import nn
@@ -30,8 +30,8 @@ from .ttt_linear import generate_text
 # %% auto #0
 __all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'recall_config', 'recall_strategy', 'QAFileError',
            'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb', 'ask_all', 'run_recall',
-           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'anchor_weight', 'unit_share',
-           'recall_table', 'recall_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
+           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'cli_number', 'anchor_weight',
+           'unit_share', 'recall_table', 'recall_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
 
 # %% ../nbs/07a_recall.ipynb #cbbb113c
 RECALL_CONFIGS: dict[str, LearningConfig] = {
@@ -206,19 +206,24 @@ def view_names(text: str) -> list[str]:
     if bad: raise argparse.ArgumentTypeError(f"unknown view(s) {', '.join(sorted(bad))}; choose from {', '.join(get_args(View))} or none")
     return names
 
+def cli_number(text: str, # what the user typed
+               what: str, # the setting's name, for the message
+               rule: str, # the allowed range, in words
+               ok: Callable[[float], bool], # a test of the parsed number (NaN fails every comparison)
+              ) -> float:
+    "A number from the command line that passes `ok`, else an argparse error saying what `what` must be."
+    try: x = float(text)
+    except ValueError: x = float("nan")
+    if not ok(x): raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {text!r}")
+    return x
+
 def anchor_weight(text: str) -> float:
     "A finite, non-negative anchor weight from the command line."
-    try: w = float(text)
-    except ValueError: w = -1.0
-    if not 0 <= w < float("inf"): raise argparse.ArgumentTypeError(f"the anchor weight must be a finite number >= 0, not {text!r}")
-    return w
+    return cli_number(text, "the anchor weight", "a finite number >= 0", lambda w: 0 <= w < float("inf"))
 
 def unit_share(text: str) -> float:
     "A share of MLP units in (0, 1] from the command line."
-    try: u = float(text)
-    except ValueError: u = -1.0
-    if not 0 < u <= 1: raise argparse.ArgumentTypeError(f"the share of units must be a number in (0, 1], not {text!r}")
-    return u
+    return cli_number(text, "the share of units", "a number in (0, 1]", lambda u: 0 < u <= 1)
 
 def recall_table(results: list[dict],  # `run_recall` results on one document
                  peer: dict | None = None,  # the peer's result, the speed reference
