@@ -1,4 +1,5 @@
 "Integration tests of the ARC program search: totality of every primitive, real ARC tasks, the CLI entry points."
+import functools
 import io
 import json
 from contextlib import redirect_stdout
@@ -13,7 +14,8 @@ from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solv
 from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context,
                                GuideError, Obj, adapt_guide, colour_perm, fill_by_symmetry, fit_blocks, fit_count,
                                fit_fill_holes, fit_local_rule, fit_mosaic, fit_object_recolour, fit_panel_rule, fit_pieces,
-                               fit_resize, guide_costs, load_guide, make_solver, normalised, objects, overlay_rule, search,
+                               fit_resize, fit_rays, draw_rays, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
+                               overlay_rule, search,
                                solve_main, task_context, train_guide_main)
 
 torch.set_num_threads(1)
@@ -93,10 +95,68 @@ def test_fill_by_symmetry_is_total_and_only_fills_holes(g, hole):
         assert not (out == hole).any() and np.array_equal(out[g != hole], g[g != hole])
 
 
-@pytest.mark.parametrize("fitter,tid", [(fit_mosaic, "3af2c5a8"), (fit_resize, "c59eb873"), (fit_local_rule, "00d62c1b"),
+_RELATIONS = [n for n, p in PRIMITIVES.items() if p.family == "relations"]
+_counts = lambda g: np.bincount(g.ravel(), minlength=10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9))
+def test_relation_primitives_keep_what_they_promise(g, bg):
+    ctx = Context(bg, (bg + 1) % 10)
+    for name in _RELATIONS:
+        out = PRIMITIVES[name].fn(g, ctx)
+        if out is None: continue
+        assert out.shape == g.shape and not np.array_equal(out, g), name  # a no-op is reported as not applicable
+        if name.startswith(("drop_objs", "slide_to")):  # rigid moves: no cell is lost, created or overlapped
+            assert np.array_equal(_counts(out), _counts(g)), name
+        if name.startswith(("shoot_", "connect_")):  # lines only paint background, in colours already there
+            assert np.array_equal(out[g != bg], g[g != bg]), name
+            assert set(np.unique(out[g == bg])) <= set(np.unique(g)), name
+        if name == "stamp_at_markers":  # stamps only add foreground: nothing is erased
+            assert (out[g != bg] != bg).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9))
+def test_relation_primitives_commute_with_the_symmetries_they_should(g, bg):
+    ctx = Context(bg, (bg + 1) % 10)
+    f = lambda name, x: PRIMITIVES[name].fn(x, ctx)
+    same = lambda a, b: (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+    assert same(f("connect_diag", g.T), None if (r := f("connect_diag", g)) is None else r.T)
+    assert same(f("shoot_cross", g[:, ::-1]), None if (r := f("shoot_cross", g)) is None else r[:, ::-1])
+    assert same(f("shoot_left", g[:, ::-1]), None if (r := f("shoot_right", g)) is None else r[:, ::-1])
+    for a, b in (("recolour_by_shape", g[::-1]), ("recolour_by_shape8", g[::-1])):  # the key rule does not depend on where objects are
+        assert (f(a, b) is None) == (f(a, g) is None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), dirs=st.sampled_from(sorted(RAY_SETS)), stop=st.sampled_from([True, False, "hit"]))
+def test_rays_only_paint_background_and_stop_paints_less(g, bg, dirs, stop):
+    src = g == g.flat[0]
+    out = draw_rays(g, bg, src, RAY_SETS[dirs], stop)
+    if out is None:
+        assert src.sum() > 60
+        return
+    assert out.shape == g.shape and np.array_equal(out[g != bg], g[g != bg])
+    through = draw_rays(g, bg, src, RAY_SETS[dirs], False)
+    assert not ((out != g) & (through == g)).any()  # a ray that stops is part of the ray that goes through
+
+
+@pytest.mark.parametrize("name,tid", [("slide_to_smallest", "05f2a901"), ("stamp_at_markers", "88a10436"), ("connect_diag", "1f876c06")])
+def test_relation_primitives_solve_real_training_tasks(name, tid):
+    t = {t.id: t for t in load_tasks("training")}[tid]
+    ctx = task_context(t)
+    for i, o in list(t.train) + list(zip(t.test_inputs, t.test_outputs)): assert np.array_equal(PRIMITIVES[name].fn(i, ctx), o)
+    assert task_solved(search(t, time_budget=3).attempts, t.test_outputs)
+
+
+_patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s default is the search's share; a busy CI core needs more
+
+
+@pytest.mark.parametrize("fitter,tid", [(fit_mosaic, "3af2c5a8"), (fit_resize, "c59eb873"), (_patient_local_rule, "00d62c1b"),
                                         (fit_fill_holes, "0dfd9992"), (fit_pieces, "a87f7484"), (fit_count, "d631b094"),
                                         (fit_object_recolour, "810b9b61"), (fit_panel_rule, "cf98881b"), (fit_blocks, "cce03e0d"),
-                                        (normalised(fit_local_rule), "025d127b")])
+                                        (normalised(_patient_local_rule), "025d127b"), (fit_rays, "ded97339")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
@@ -107,7 +167,7 @@ def test_fitters_solve_real_training_tasks(fitter, tid):
 def test_primitives_cover_the_issue():
     assert len(PRIMITIVES) >= 60
     fams = {p.family for p in PRIMITIVES.values()}
-    assert {"geometry", "colour", "objects", "crop", "tile", "scale", "symmetry", "gravity", "fill", "lines", "count", "logic"} <= fams
+    assert {"geometry", "colour", "objects", "crop", "tile", "scale", "symmetry", "gravity", "fill", "lines", "count", "logic", "relations"} <= fams
 
 
 def test_search_solves_real_training_tasks():

@@ -18,9 +18,9 @@ from tttlab.policy_ppo import (ACTIONS, COSTS, BudgetError, CacheMismatchError, 
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
                                build_cache, check_budget, compare_methods, cross_validated_actions, feature_overhead,
                                file_outcomes, fit_to_budget, fixed_chooser, greedy_actions, guard_mode, learning_start,
-                               main, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
+                               main, noise_ceiling, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
                                run_online, score, source_files, split_corpus, stdlib_root, suffix_loss,
-                               synthetic_episodes, train_policy)
+                               synthetic_episodes, target_reliability, train_policy)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,28 @@ def test_gain_regressor_recovers_a_linear_rule():
     cv = cross_validated_actions(eps, 2.0, folds=4)
     assert score(eps, cv, "cv", oracle_gain=orc.gain).recovery > 0.9
     with pytest.raises(PonderError, match="folds"): cross_validated_actions(eps, 2.0, folds=41)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), signal=st.floats(0.01, 0.05), noise=st.floats(0.01, 0.08), h=st.sampled_from([2, 4, 8]))
+def test_noise_ceiling_matches_a_simulation(seed, signal, noise, h):
+    "Gains = a decision's true value + independent chunk noise: the estimated reliability and the ceiling match the simulation."
+    rng = np.random.default_rng(seed)
+    value = rng.normal(0.05, signal, 40_000)
+    gains = value[:, None] + rng.normal(0, noise, (len(value), h))
+    target, share = gains.mean(1), 0.05
+    assert abs(target_reliability(gains) - signal**2 / (signal**2 + noise**2 / h)) < 0.03
+    k = int(share * len(target))
+    simulated = target[np.argsort(-value)[:k]].mean() / target[np.argsort(-target)[:k]].mean()
+    assert abs(noise_ceiling(target, math.sqrt(target_reliability(gains)), share) - simulated) < 0.03
+    assert noise_ceiling(target, 1.0, share) == pytest.approx(1.0)  # a signal that is the target gets all of it
+    assert target_reliability(gains) >= target_reliability(gains[:, :2]) - 0.02  # more chunks, more of the target is true value
+
+
+def test_noise_ceiling_errors():
+    with pytest.raises(PonderError, match="H >= 2"): target_reliability(np.zeros((10, 1)))
+    with pytest.raises(PonderError, match="strictly between"): noise_ceiling(np.ones(10), 0.5, 1.0)
+    assert target_reliability(np.random.default_rng(0).normal(size=(5000, 4))) < 0.05  # pure noise: no true value
 
 
 def test_ensemble_and_threshold_rules():

@@ -34,29 +34,30 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
                              tasks_from_args, task_solved)
 
 # %% auto #0
-__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'FITTERS_ROOT', 'FITTERS_STATE', 'FITTERS_COMPOSE', 'FITTERS_NORMALISED', 'N_SCALARS',
-           'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90',
-           'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose', 'shift_up', 'shift_down',
-           'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border', 'top_half', 'bottom_half',
-           'left_half', 'right_half', 'drop_empty_lines', 'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2',
-           'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2',
-           'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major', 'erase_minor',
-           'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1',
-           'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
+__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'FITTERS_ROOT', 'FITTERS_STATE', 'FITTERS_COMPOSE', 'FITTERS_NORMALISED',
+           'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive', 'valid',
+           'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose', 'shift_up',
+           'shift_down', 'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border', 'top_half',
+           'bottom_half', 'left_half', 'right_half', 'drop_empty_lines', 'period_tile', 'dedupe_lines', 'tile_2x2',
+           'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse',
+           'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major',
+           'erase_minor', 'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1',
+           'minor_1x1', 'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
            'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour',
            'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest',
            'drop_singletons', 'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes',
            'outline_bboxes', 'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size',
            'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4',
            'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
-           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'halves', 'task_context',
-           'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts',
-           'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features',
-           'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'pieces', 'fit_pieces',
-           'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'overlay_rule', 'pair_tensors', 'Guide',
-           'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
-           'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main',
-           'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'shoot_cross', 'connect_diag',
+           'halves', 'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program',
+           'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
+           'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'pieces',
+           'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'ray_sources', 'draw_rays',
+           'fit_rays', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program',
+           'synthetic_task', 'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide',
+           'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
+           'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -600,6 +601,156 @@ def rays_diag(g, ctx):
 
 
 
+# %% ../nbs/06b_arc_search.ipynb #6be2b289
+_DIRS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+
+def _cells(o: Obj) -> tuple[np.ndarray, np.ndarray]:
+    "Rows and columns of an object's cells on its canvas."
+    ys, xs = np.nonzero(o.mask)
+    return ys + o.top, xs + o.left
+
+def _changed(out: Grid, g: Grid) -> Grid | None:
+    "`out` as a grid, or None when it equals `g` (a no-op is not applicable)."
+    return None if np.array_equal(out, g) else valid(out)
+
+def _settle(g: Grid, # the grid
+            bg: int, # background colour
+            objs: Sequence[Obj], # the objects of `g`, in the order they move
+            steps: Sequence[tuple[int, int]], # each object's step (dy, dx); (0, 0) stays
+           ) -> Grid | None:
+    "Move every object by its step as far as it goes without leaving the grid or entering another object; repeat until nothing moves."
+    (h, w), cells = g.shape, [_cells(o) for o in objs]
+    owner = np.full(g.shape, -1, np.int32)
+    for k, (ys, xs) in enumerate(cells): owner[ys, xs] = k
+    for _ in range(30):
+        moved = False
+        for k, (dy, dx) in enumerate(steps):
+            ys, xs = cells[k]; n = 0
+            while (dy or dx) and n < 30:
+                ny, nx = ys + dy * (n + 1), xs + dx * (n + 1)
+                if ny.min() < 0 or nx.min() < 0 or ny.max() >= h or nx.max() >= w: break
+                if ((owner[ny, nx] != -1) & (owner[ny, nx] != k)).any(): break
+                n += 1
+            if n:
+                owner[ys, xs] = -1
+                cells[k] = (ys + dy * n, xs + dx * n); owner[cells[k]] = k; moved = True
+        if not moved: break
+    out = np.full(g.shape, bg, np.int8)
+    for o, (ys, xs) in zip(objs, cells): out[ys, xs] = o.colours[o.mask]
+    return _changed(out, g)
+
+def _drop_objects(g, ctx, dy, dx):
+    "Objects fall as rigid bodies in direction (dy, dx) until they rest on the border or on other objects."
+    objs = objects(g, ctx.bg, True, True)
+    if not objs or len(objs) > 40: return None
+    ahead = lambda o: -(dy * (o.top + (o.mask.shape[0] if dy > 0 else 0)) + dx * (o.left + (o.mask.shape[1] if dx > 0 else 0)))
+    objs = sorted(objs, key=ahead)  # the object nearest the floor moves first
+    return _settle(g, ctx.bg, objs, [(dy, dx)] * len(objs))
+
+for _n, (_dy, _dx) in _DIRS.items():
+    primitive("relations", name=f"drop_objs_{_n}")(functools.partial(_drop_objects, dy=_dy, dx=_dx))
+
+def _only(objs: Sequence[Obj], key: Callable, largest: bool) -> Obj | None:
+    "The one object with the largest (or smallest) key; None on a tie."
+    if not objs: return None
+    ks = [key(o) for o in objs]
+    best = max(ks) if largest else min(ks)
+    hits = [o for o, k in zip(objs, ks) if k == best]
+    return hits[0] if len(hits) == 1 else None
+
+def _slide_to(g, ctx, largest):
+    "Every other object slides straight toward the anchor (the largest or smallest object) until it touches it or is blocked."
+    objs = objects(g, ctx.bg, True, True)
+    anchor = _only(objs, lambda o: o.size, largest) if 2 <= len(objs) <= 30 else None
+    if anchor is None: return None
+    a0, a1, b0, b1 = anchor.top, anchor.top + anchor.mask.shape[0], anchor.left, anchor.left + anchor.mask.shape[1]
+    gap = lambda o: max(a0 - o.top - o.mask.shape[0], o.top - a1, b0 - o.left - o.mask.shape[1], o.left - b1)
+    objs = sorted(objs, key=gap)  # the anchor (gap < 0) first, then the nearest object
+    steps = []
+    for o in objs:
+        t1, l1 = o.top + o.mask.shape[0], o.left + o.mask.shape[1]
+        rows, cols = o.top < a1 and a0 < t1, o.left < b1 and b0 < l1  # does it share rows (or columns) with the anchor?
+        steps.append(((1 if t1 <= a0 else -1) if cols and not rows else 0, (1 if l1 <= b0 else -1) if rows and not cols else 0))
+    return _settle(g, ctx.bg, objs, steps)
+
+for _n, _largest in (("largest", True), ("smallest", False)):
+    primitive("relations", name=f"slide_to_{_n}")(functools.partial(_slide_to, largest=_largest))
+
+def _shoot(g, ctx, dirs):
+    "From every single-cell object, a ray of its colour in each direction over the background, up to the first obstacle; where rays of two colours cross, neither paints."
+    src = [(o.top, o.left) for o in objects(g, ctx.bg, True, True) if o.size == 1]
+    if not src or len(src) > 60: return None
+    ray, (h, w) = np.full(g.shape, -1, np.int16), g.shape  # the colour each background cell gets; 10 where colours clash
+    for y, x in src:
+        for dy, dx in dirs:
+            yy, xx = y + dy, x + dx
+            while 0 <= yy < h and 0 <= xx < w and g[yy, xx] == ctx.bg:
+                ray[yy, xx] = g[y, x] if ray[yy, xx] in (-1, g[y, x]) else 10
+                yy += dy; xx += dx
+    return _changed(np.where((ray >= 0) & (ray < 10), ray, g).astype(np.int8), g)
+
+for _n, _d in _DIRS.items():
+    primitive("relations", name=f"shoot_{_n}")(functools.partial(_shoot, dirs=[_d]))
+@primitive("relations")
+def shoot_cross(g, ctx): return _shoot(g, ctx, list(_DIRS.values()))
+
+@primitive("relations")
+def connect_diag(g, ctx):
+    "Join pairs of same-coloured cells on a diagonal by filling the background between them (at most 40 cells a colour)."
+    out = g.copy()
+    for c in np.flatnonzero(colour_counts(g)):
+        ys, xs = np.nonzero(g == c)
+        if c == ctx.bg or len(ys) > 40: continue
+        dy, dx = ys[None, :] - ys[:, None], xs[None, :] - xs[:, None]
+        for i, j in zip(*np.nonzero((dy > 0) & (np.abs(dx) == dy))):  # pairs on a diagonal, the upper one first
+            steps = np.arange(1, dy[i, j])
+            ly, lx = ys[i] + steps, xs[i] + np.sign(dx[i, j]) * steps
+            free = out[ly, lx] == ctx.bg
+            out[ly[free], lx[free]] = c
+    return _changed(out, g)
+
+def _stamp(g, ctx, keep):
+    "Copy the largest object onto every single-cell marker: its one cell of the marker's colour (else its centre) lands on the marker."
+    objs = objects(g, ctx.bg, True, True)
+    tpl, marks = _only(objs, lambda o: o.size, True), [o for o in objs if o.size == 1]
+    if tpl is None or tpl.size == 1 or not marks or len(marks) > 30: return None
+    out = g.copy() if keep else paint([o for o in objs if o is not tpl], g.shape, ctx.bg)
+    (th, tw), (h, w) = tpl.mask.shape, g.shape
+    ys, xs = np.nonzero(tpl.mask)
+    for m in marks:
+        hit = np.argwhere(tpl.mask & (tpl.colours == m.colours[0, 0]))
+        if len(hit) == 1: oy, ox = hit[0]
+        elif th % 2 and tw % 2: oy, ox = th // 2, tw // 2
+        else: return None  # no cell to align and no centre
+        yy, xx = ys + m.top - oy, xs + m.left - ox
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        out[yy[inside], xx[inside]] = tpl.colours[ys[inside], xs[inside]]
+    return _changed(out, g)
+
+for _n, _keep in (("stamp_at_markers", True), ("move_to_markers", False)):
+    primitive("relations", name=_n)(functools.partial(_stamp, keep=_keep))
+
+def _recolour_by_shape(g, ctx, diagonal):
+    "Objects of the most common colour take the colour of the one other-coloured object of the same shape (the key)."
+    objs = objects(g, ctx.bg, False, diagonal)
+    if not 2 <= len(objs) <= 60: return None
+    colour = lambda o: int(o.colours[o.mask][0])
+    ranked = Counter(map(colour, objs)).most_common(2)
+    if len(ranked) < 2 or ranked[0][1] == ranked[1][1]: return None  # no key colour, or no single plain colour
+    plain = ranked[0][0]
+    keys: dict = {}
+    for o in objs:
+        if colour(o) != plain: keys.setdefault(_shape_key(o), set()).add(colour(o))
+    out = g.copy()
+    for o in objs:
+        key = keys.get(_shape_key(o), set())
+        if colour(o) == plain and len(key) == 1:
+            out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]][o.mask] = key.pop()
+    return _changed(out, g)
+
+for _n, _diagonal in (("recolour_by_shape", False), ("recolour_by_shape8", True)):
+    primitive("relations", name=_n)(functools.partial(_recolour_by_shape, diagonal=_diagonal))
+
 # %% ../nbs/06b_arc_search.ipynb #ee2e96c4
 def halves(g: Grid, axis: int) -> tuple[Grid, Grid] | None:
     "The two halves of a grid along `axis` (1: left/right), skipping a one-cell separator line in the middle."
@@ -701,7 +852,7 @@ def run_program(program: Sequence[str], grid: Grid, ctx: Context, colour_map=Non
     return np.asarray(colour_map, np.int8)[v] if colour_map is not None else v
 
 KEEPS_SHAPE = frozenset(n for n, p in PRIMITIVES.items() if p.tin == "grid" and p.tout == "grid" and (
-    p.family in ("colour", "gravity", "fill", "lines", "symmetry") or n in ("rot180", "flip_lr", "flip_ud", "shift_up", "shift_down", "shift_left", "shift_right")))
+    p.family in ("colour", "gravity", "fill", "lines", "symmetry", "relations") or n in ("rot180", "flip_lr", "flip_ud", "shift_up", "shift_down", "shift_left", "shift_right")))
 
 def search(task: Task, # the task; its test outputs are never read
            costs: dict[str, float] | None = None, # cost of each primitive (-log p from a guide); None = uniform
@@ -1373,6 +1524,66 @@ def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
         out.append(Fit(f"blocks[{rule.name}]", preds, 2))
     return out
 
+# %% ../nbs/06b_arc_search.ipynb #ce4f3a60
+_EIGHT_DIRS = {"n": (-1, 0), "s": (1, 0), "w": (0, -1), "e": (0, 1), "nw": (-1, -1), "ne": (-1, 1), "sw": (1, -1), "se": (1, 1)}
+RAY_SETS = {**{d: (d,) for d in _EIGHT_DIRS}, "ns": ("n", "s"), "we": ("w", "e"), "cross": ("n", "s", "w", "e"),
+            "diagonals": ("nw", "ne", "sw", "se"), "star": tuple(_EIGHT_DIRS)}  # the direction sets a ray rule may use
+
+def ray_sources(g: Grid, # the grid
+                bg: int, # its background colour
+                which: str | int, # "singletons", "minor" (the least common colour) or a colour
+               ) -> np.ndarray:
+    "Where rays start: a bool mask of the grid."
+    if which == "singletons":
+        m = np.zeros(g.shape, bool)
+        for o in objects(g, bg, True, True):
+            if o.size == 1: m[o.top, o.left] = True
+        return m
+    if which == "minor":
+        r = _ranked_fg(g, bg)
+        return g == r[-1] if len(r) >= 2 else np.zeros(g.shape, bool)
+    return g == which
+
+def draw_rays(g: Grid, # the grid
+              bg: int, # its background colour: rays only paint it
+              sources: np.ndarray, # bool mask of the cells rays start from (at most 60)
+              dirs: Sequence[str], # directions, keys of `_EIGHT_DIRS`
+              stop: bool | str, # True: up to the first obstacle; False: through everything; "hit": only rays that end on an obstacle
+              colour: int | None = None, # the rays' colour (None: the source's)
+             ) -> Grid | None:
+    "The grid with rays drawn over its background."
+    out, (h, w) = g.copy(), g.shape
+    ys, xs = np.nonzero(sources)
+    if len(ys) > 60: return None
+    for y, x in zip(ys, xs):
+        for dy, dx in (_EIGHT_DIRS[d] for d in dirs):
+            yy, xx, path = y + dy, x + dx, []
+            while 0 <= yy < h and 0 <= xx < w and (g[yy, xx] == bg or stop is False):
+                if g[yy, xx] == bg: path.append((yy, xx))
+                yy, xx = yy + dy, xx + dx
+            if path and (stop != "hit" or (0 <= yy < h and 0 <= xx < w)):
+                out[tuple(np.array(path).T)] = g[y, x] if colour is None else colour
+    return out
+
+def fit_rays(cands, targets, tests, ctx) -> list[Fit]:
+    "Rays drawn from chosen source cells in chosen directions, with a stopping rule and a colour, that redraw every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or all(np.array_equal(c, t) for c, t in zip(cands, targets)): return []
+    grids, n = list(cands) + list(tests), len(cands)
+    bgs = [int(np.argmax(colour_counts(g))) for g in grids]
+    if any(((c != t) & (c != b)).any() for c, t, b in zip(cands, targets, bgs)): return []  # only background cells may change
+    added = set().union(*(np.unique(t[c != t]).tolist() for c, t in zip(cands, targets)))
+    fixed = set.intersection(*(set(np.unique(c).tolist()) for c in cands)) - set(bgs)
+    votes: dict = {}
+    for which in ["singletons", "minor", *sorted(fixed)]:
+        srcs = [ray_sources(g, b, which) for g, b in zip(grids, bgs)]
+        if not all(s.any() for s in srcs): continue
+        for colour, (name, dirs), stop in itertools.product([None, *(added if len(added) == 1 else ())], RAY_SETS.items(), (True, False, "hit")):
+            outs = [draw_rays(g, b, s, dirs, stop, colour) for g, b, s in zip(grids, bgs, srcs)]
+            if all(o is not None for o in outs) and _same_all(outs[:n], targets):
+                _vote(votes, [valid(o) for o in outs[n:]], f"rays[{which}:{name},{'hit' if stop == 'hit' else 'stop' if stop else 'through'}"
+                                                          f"{'' if colour is None else f',in {colour}'}]")
+    return _winners(votes, 2)
+
 # %% ../nbs/06b_arc_search.ipynb #1dc863aa
 def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the demonstration grids, then the test grids; states[0] is the input
                  targets: Sequence[Grid], # the demonstration outputs
@@ -1410,7 +1621,7 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = FITTERS_STATE + FITTERS_ROOT[1:4] + FITTERS_ROOT[5:]  # on the best states when the search found nothing (and the local rule on a few)
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour)  # run `normalised` on the inputs when nothing else fits
@@ -1476,16 +1687,19 @@ def batch_of(items: Sequence[tuple[torch.Tensor, torch.Tensor]]):
     return canv, sc, idx, len(items)
 
 @torch.no_grad()
-def guide_costs(guide: Guide, pairs: Sequence[tuple[Grid, Grid]]) -> dict[str, float]:
+def guide_costs(guide: Guide, # the guide
+                pairs: Sequence[tuple[Grid, Grid]], # the task's demonstration pairs
+                sharpness: float = 0.5, # Zipf exponent: how much more the guide's first choices are preferred (0.5: best of 0.5-2 on training tasks)
+               ) -> dict[str, float]:
     "Search costs of every primitive for one task: `-log p` under a Zipf prior over the guide's ranking."
     guide.eval()
     logits = guide(*batch_of([pair_tensors(pairs)]))[0]
     score = {n: float(v) for n, v in zip(guide.names, logits)}
     costs = {}
     for typ in ("grid", "objs"):  # a state only ever chooses among the primitives that accept its type
-        order = sorted((n for n, p in PRIMITIVES.items() if p.tin == typ), key=lambda n: -score.get(n, 0.0))
-        norm = math.log(sum(1 / r for r in range(1, len(order) + 1)))
-        costs |= {n: math.log(r) + norm for r, n in enumerate(order, 1)}
+        order = sorted((n for n, p in PRIMITIVES.items() if p.tin == typ), key=lambda n: -score.get(n, -math.inf))  # a primitive the guide does not know comes last
+        norm = math.log(sum(r ** -sharpness for r in range(1, len(order) + 1)))
+        costs |= {n: sharpness * math.log(r) + norm for r, n in enumerate(order, 1)}
     return costs
 
 

@@ -42,10 +42,11 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'build_cache', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout', 'rollout', 'MethodResult', 'score',
            'fixed_actions', 'random_share', 'random_actions', 'best_random_action', 'ThresholdGate', 'oracle_actions',
            'synthetic_episodes', 'periodic_actions', 'best_periodic', 'fit_to_budget', 'GainRegressor',
-           'cross_validated_actions', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
-           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
-           'UpdateThreshold', 'compare_methods', 'results_table', 'OnlineResult', 'run_online', 'fixed_chooser',
-           'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
+           'cross_validated_actions', 'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian',
+           'PPOConfig', 'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions', 'single_thread', 'imitate',
+           'train_policy', 'PolicyEnsemble', 'UpdateThreshold', 'compare_methods', 'results_table', 'OnlineResult',
+           'run_online', 'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root',
+           'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #9da63ebb
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -838,6 +839,28 @@ def cross_validated_actions(eps: Episodes, # all the files
         reg = GainRegressor().fit(eps.select(fit_on), budget, ridge)
         out[held] = rollout(eps.select(held), reg.choose, budget).actions
     return out
+
+# %% ../nbs/05_policy_ppo.ipynb #noiseex0
+def target_reliability(gains: np.ndarray, # [N, H] an update's gain on each of the H chunks after each decision
+                      ) -> float:
+    "Spearman-Brown reliability of the mean gain over H following chunks: the share of its variance that is the decision's own value."
+    g = np.asarray(gains, np.float64)
+    if g.ndim != 2 or g.shape[1] < 2:
+        raise PonderError(f"gains of shape {g.shape}: pass [decisions, H] with H >= 2 following chunks (a cache built with --horizon 2 or more)")
+    h = g.shape[1]
+    rho = (np.corrcoef(g.T).sum() - h) / (h * (h - 1))  # mean correlation of two different following chunks
+    return max(0.0, float(h * rho / (1 + (h - 1) * rho)))
+
+def noise_ceiling(target: np.ndarray, # [N] the gain the oracle picks by, one per decision
+                  r: float, # correlation of the rule's signal with `target`
+                  share: float, # share of the decisions the budget lets update
+                 ) -> float:
+    "What picking the top `share` of decisions by a signal correlated at `r` with `target` gets, as a share of picking by `target` (Gaussian model)."
+    from statistics import NormalDist
+    if not 0 < share < 1: raise PonderError(f"a share of {share} decisions; pass one strictly between 0 and 1")
+    m = NormalDist().pdf(NormalDist().inv_cdf(1 - share)) / share  # mean of a standard normal's top `share`
+    mu, sd = float(np.mean(target)), float(np.std(target, ddof=1))
+    return (mu + r * sd * m) / (mu + sd * m)
 
 # %% ../nbs/05_policy_ppo.ipynb #e48a9b54
 class PonderPolicy(nn.Module):
