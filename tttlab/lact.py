@@ -68,6 +68,8 @@ class LaCTConfig(LabModel):
     anchor_tokens: PositiveInt = Field(128, description="length of that passage, sampled once from the pretrained model")
     units: float | None = Field(None, gt=0, le=1, description="share of each fast MLP's hidden units that may change: "
                                 "per chunk, those firing most above their level on the anchor passage; None: all")
+    focus: NonNegativeFloat = Field(0.0, description="weight each token's gradient by its own loss to this power, so "
+                                    "surprising tokens (names, numbers) carry the update; 0: the plain mean loss")
 
 class LaCTUpdater:
     "Large-chunk test-time training of the last blocks' MLPs: one orthogonalised update per chunk."
@@ -83,7 +85,7 @@ class LaCTUpdater:
         for p in self.params: p.requires_grad_(True)
         self.initial = [p.detach().clone() for p in self.params]
         self.row_norms = [p.norm(dim=1, keepdim=True) for p in self.initial]
-        self.cache = PrefixCache(model, self.layer_ids[0], self.config.precision)
+        self.cache = PrefixCache(model, self.layer_ids[0], self.config.precision, self.lact.focus)
         self.scaler = LossScale(compute_dtype(self.cache.device, self.config.precision) == torch.float16)
         self.skipped_updates, self._bad, self.passes, self._anchor, self.unit_masks = 0, False, {}, None, None
 

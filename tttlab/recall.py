@@ -28,10 +28,11 @@ from .models import (Answer, ComparisonResult, LearningConfig, Question, Strateg
 from .ttt_linear import generate_text
 
 # %% auto #0
-__all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'recall_config', 'recall_strategy', 'QAFileError',
-           'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb', 'ask_all', 'run_recall',
-           'print_answers', 'print_summary', 'strategy_names', 'view_names', 'cli_number', 'anchor_weight',
-           'unit_share', 'recall_table', 'recall_summary', 'recall_parser', 'main', 'demo_parser', 'demo']
+__all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'NON_NEGATIVE', 'recall_config',
+           'recall_strategy', 'QAFileError', 'load_questions', 'lm_text_loss', 'chat_ids', 'InContext', 'peak_rss_mb',
+           'ask_all', 'run_recall', 'print_answers', 'print_summary', 'strategy_names', 'view_names', 'cli_number',
+           'anchor_weight', 'focus_power', 'unit_share', 'recall_table', 'recall_summary', 'recall_parser', 'main',
+           'demo_parser', 'demo']
 
 # %% ../nbs/07a_recall.ipynb #cbbb113c
 RECALL_CONFIGS: dict[str, LearningConfig] = {
@@ -41,7 +42,7 @@ RECALL_CONFIGS: dict[str, LearningConfig] = {
     "naive-lora": LearningConfig(strategy="naive-lora", learning_rate=1e-3, epochs=1, precision="fp32"),
 }
 
-RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=2.0, units=0.4))}  # beyond `make_strategy`'s defaults
+RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=1.0, units=0.5, focus=1.0))}  # beyond `make_strategy`'s defaults
 
 def recall_config(name: str) -> LearningConfig:
     "The tuned settings of strategy `name`."
@@ -54,10 +55,11 @@ def recall_strategy(name: Strategy,  # 'lact', 'ttt-linear', 'lora' or 'naive-lo
                     config: LearningConfig | None = None,  # None: the strategy's tuned `RECALL_CONFIGS` entry
                     anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
                     units: float | None = None,  # LaCT's share of open MLP units; None: the tuned one
+                    focus: float | None = None,  # LaCT's focus on surprising tokens; None: the tuned one
                    ) -> TTTStrategy:
     "Strategy `name` on `model`, shaped as tuned for recall (`RECALL_SHAPES`)."
     shape = dict(RECALL_SHAPES.get(name, {}))
-    lact = {k: v for k, v in dict(anchor=anchor, units=units).items() if v is not None}
+    lact = {k: v for k, v in dict(anchor=anchor, units=units, focus=focus).items() if v is not None}
     if lact:
         if name != "lact": raise UnknownStrategyError(f"{' and '.join(lact)}: LaCT settings, not ones of {name!r}")
         shape["lact"] = LaCTConfig(**shape.get("lact", LaCTConfig()).model_dump() | lact)  # validated
@@ -149,6 +151,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
                progress: bool = True,
                anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
                units: float | None = None,  # LaCT's share of open MLP units; None: the tuned one
+               focus: float | None = None,  # LaCT's focus on surprising tokens; None: the tuned one
               ) -> dict:
     "Learn `doc`, clear the context, ask every question; return the figures and the answers."
     config = config or recall_config(strategy)
@@ -156,7 +159,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
     lm, tok = load_lm(model)
     torch.manual_seed(config.seed)
     document = load_document(doc, tok, chunk_size=config.chunk_size, views=config.views)
-    strat = recall_strategy(strategy, lm, config, anchor, units)
+    strat = recall_strategy(strategy, lm, config, anchor, units, focus)
     before = lm_text_loss(lm, tok)
     bar = tqdm(total=len(document.chunks) * config.epochs, desc=f"learning ({strategy})", disable=not progress)
     metrics = TTTTrainer(strat, config).train_on_document(document, callback=lambda i, n, l: bar.update(1))
@@ -217,9 +220,15 @@ def cli_number(text: str, # what the user typed
     if not ok(x): raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {text!r}")
     return x
 
+NON_NEGATIVE = ("a finite number >= 0", lambda w: 0 <= w < float("inf"))
+
 def anchor_weight(text: str) -> float:
     "A finite, non-negative anchor weight from the command line."
-    return cli_number(text, "the anchor weight", "a finite number >= 0", lambda w: 0 <= w < float("inf"))
+    return cli_number(text, "the anchor weight", *NON_NEGATIVE)
+
+def focus_power(text: str) -> float:
+    "A finite, non-negative focus from the command line."
+    return cli_number(text, "the focus", *NON_NEGATIVE)
 
 def unit_share(text: str) -> float:
     "A share of MLP units in (0, 1] from the command line."
@@ -263,6 +272,8 @@ def recall_parser() -> argparse.ArgumentParser:
                    help="LaCT's anchor weight: higher forgets less and recalls less (default: the tuned value)")
     p.add_argument("--units", default=None, type=unit_share, metavar="F",
                    help="share of LaCT's MLP units the document may change: smaller forgets less (default: the tuned value)")
+    p.add_argument("--focus", default=None, type=focus_power, metavar="P",
+                   help="LaCT weights each token's gradient by its loss to this power: higher forgets less (default: the tuned value)")
     p.add_argument("--peer", default=None, choices=list(RECALL_CONFIGS), help="also run this strategy and print the speed ratio")
     p.add_argument("--no-in-context", action="store_true", help="skip the document-in-context answers")
     p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
@@ -277,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
         if args.views is not None: cfg = cfg.model_copy(update=dict(views=args.views))
         res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs,
-                         anchor=args.anchor if name == "lact" else None, units=args.units if name == "lact" else None)
+                         **(dict(anchor=args.anchor, units=args.units, focus=args.focus) if name == "lact" else {}))
         if runs: res["qa_incontext"] = runs[0]["qa_incontext"]  # the same weights with learning off: asked once
         print_answers(res)
         print(f"\n{name} on {res['document']} ({res['doc_tokens']} tokens, {res['chunks']} chunk(s)):")

@@ -20,8 +20,8 @@ from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, c
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'switched_off', 'TTTModel', 'PrefixCache', 'SlicedHeadLoss', 'lm_loss', 'view_parts',
-           'backward_with_views', 'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
+           'generate_text', 'switched_off', 'TTTModel', 'PrefixCache', 'SlicedHeadLoss', 'token_focus', 'lm_loss',
+           'view_parts', 'backward_with_views', 'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -234,8 +234,9 @@ class PrefixCache:
     def __init__(self,
                  model: nn.Module,  # a Llama-family causal LM
                  start: int,  # index of the first block that learns; blocks below it are frozen
-                 precision: str = "auto"):  # autocast precision of every pass ('auto', 'fp32', 'bf16', 'fp16')
-        self.model, self.start, self.precision = model, start, precision
+                 precision: str = "auto",  # autocast precision of every pass ('auto', 'fp32', 'bf16', 'fp16')
+                 focus: float = 0.0):  # `lm_loss`'s focus on surprising tokens; 0: the plain loss
+        self.model, self.start, self.precision, self.focus = model, start, precision, focus
         self.blocks, self.store = decoder_layers(model), {}
 
     @property
@@ -266,45 +267,58 @@ class PrefixCache:
             ) -> torch.Tensor:
         "The next-token loss through the cached prefix and the differentiable suffix."
         h, pe = self(input_ids)
-        with self.autocast(): return lm_loss(self.model, self.suffix(h, pe), input_ids, labels)
+        with self.autocast(): return lm_loss(self.model, self.suffix(h, pe), input_ids, labels, focus=self.focus)
 
     def clear(self) -> None: self.store.clear()
 
 class SlicedHeadLoss(torch.autograd.Function):
     "Mean cross-entropy of a frozen output head, a slice of rows at a time, its input gradient made on the way."
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, focus: float = 0.0) -> torch.Tensor:
+        total, mass = torch.zeros((), dtype=torch.float32, device=hidden.device), 0.0
         grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         for s in range(0, len(hidden), rows):
             logits, t = F.linear(hidden[s:s + rows], weight).float(), targets[s:s + rows]
             lse = logits.logsumexp(-1)
-            total += (lse - logits.gather(1, t[:, None])[:, 0]).sum()
+            ce = lse - logits.gather(1, t[:, None])[:, 0]
+            total += ce.sum()
             if grad is None: continue
+            w = token_focus(ce, focus)
+            mass += float(w.sum())
             p = logits.sub_(lse[:, None]).exp_()  # softmax, in place: one slice of logits is alive at a time
             p[torch.arange(len(t), device=t.device), t] -= 1
-            grad[s:s + rows] = p.to(weight.dtype) @ weight
-        if grad is not None: ctx.save_for_backward(grad / len(hidden))
+            grad[s:s + rows] = (p * w[:, None]).to(weight.dtype) @ weight
+        if grad is not None: ctx.save_for_backward(grad / max(mass, 1e-12))
         return total / len(hidden)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None, None
+        return grad * g, None, None, None, None
+
+def token_focus(ce: torch.Tensor,  # per-token cross-entropy
+                focus: float,  # the power of the loss each token's gradient is weighted by; 0: all equal
+               ) -> torch.Tensor:
+    "Each token's (unnormalised, constant) gradient weight: its own loss to the power `focus`."
+    return ce.detach().clamp_min(0) ** focus if focus else torch.ones_like(ce)
 
 def lm_loss(model: nn.Module,  # the causal LM whose output head scores the tokens
             hidden: torch.Tensor,  # final hidden states [B, T, d]
             input_ids: torch.Tensor,  # the tokens [B, T]
             labels: torch.Tensor | None = None,  # targets [B, T], -100 where none; None: every next token
             rows: int = 256,  # positions per slice of the output head (a frozen bias-free head only)
+            focus: float = 0.0,  # weight each token's gradient by its own loss to this power; the value stays the mean
            ) -> torch.Tensor:
     "Mean next-token cross-entropy in fp32, scoring the output head only at positions that have a target."
     targets = (input_ids if labels is None else labels).to(hidden.device)[:, 1:]
     keep = targets != -100
     hidden, targets, head = hidden[:, :-1][keep], targets[keep], model.lm_head
     if isinstance(head, nn.Linear) and head.bias is None and not head.weight.requires_grad:
-        return SlicedHeadLoss.apply(hidden, head.weight, targets, rows)
-    return F.cross_entropy(head(hidden).float(), targets)
+        return SlicedHeadLoss.apply(hidden, head.weight, targets, rows, focus)
+    ce = F.cross_entropy(head(hidden).float(), targets, reduction="none")
+    w = token_focus(ce, focus)
+    focused = (w * ce).sum() / w.sum().clamp_min(1e-12)
+    return focused + (ce.mean() - focused).detach()  # the gradient of the focused loss, the value of the plain one
 
 def view_parts(views: list[StudyRow] | None,  # a chunk's study views
                rows: int = 32,  # rows per batch: bounds the memory of one forward and backward pass
