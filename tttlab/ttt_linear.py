@@ -275,7 +275,7 @@ class SlicedHeadLoss(torch.autograd.Function):
     "Mean cross-entropy of a frozen output head, a slice of rows at a time, its input gradient made on the way."
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, focus: float = 0.0) -> torch.Tensor:
-        total, mass = torch.zeros((), dtype=torch.float32, device=hidden.device), 0.0
+        total, mass = (torch.zeros((), dtype=torch.float32, device=hidden.device) for _ in range(2))
         grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         for s in range(0, len(hidden), rows):
             logits, t = F.linear(hidden[s:s + rows], weight).float(), targets[s:s + rows]
@@ -284,11 +284,11 @@ class SlicedHeadLoss(torch.autograd.Function):
             total += ce.sum()
             if grad is None: continue
             w = token_focus(ce, focus)
-            mass += float(w.sum())
+            mass += w.sum()  # no host sync per slice
             p = logits.sub_(lse[:, None]).exp_()  # softmax, in place: one slice of logits is alive at a time
             p[torch.arange(len(t), device=t.device), t] -= 1
             grad[s:s + rows] = (p * w[:, None]).to(weight.dtype) @ weight
-        if grad is not None: ctx.save_for_backward(grad / max(mass, 1e-12))
+        if grad is not None: ctx.save_for_backward(grad / mass.clamp_min(1e-12))
         return total / len(hidden)
 
     @staticmethod
