@@ -13,13 +13,13 @@ from transformers import AutoTokenizer
 
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
-from tttlab.policy_ppo import (ACTIONS, COSTS, BudgetError, CacheMismatchError, CacheSettings, EmptyCorpusError,
-                               Episodes, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
+from tttlab.policy_ppo import (ACTIONS, COSTS, FEATURES_VERSION, BudgetError, CacheMismatchError, CacheSettings,
+                               EmptyCorpusError, Episodes, FileHistory, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
                                build_cache, check_budget, compare_methods, cross_validated_actions, feature_overhead,
                                file_outcomes, fit_to_budget, fixed_chooser, greedy_actions, guard_mode, learning_start,
                                main, noise_ceiling, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
-                               run_online, score, source_files, split_corpus, stdlib_root, suffix_loss,
+                               refresh_features, run_online, score, source_files, split_corpus, stdlib_root, suffix_loss,
                                synthetic_episodes, target_reliability, train_policy)
 
 
@@ -112,11 +112,49 @@ def test_cache_survives_restart_and_resumes(tok, split, tmp_path):
     with pytest.raises(CacheMismatchError, match="build-cache"): OutcomeCache(tmp_path / "nothing")
 
 
+def test_file_features_are_causal_and_measure_repetition(tok):
+    "A chunk's file features depend on the file before it only; a repeated chunk is fully seen and similar."
+    text = (stdlib_root() / "json" / "decoder.py").read_text()
+    ids = tok(text, add_special_tokens=False)["input_ids"][:192]
+    chunks = [ids[:64], ids[64:128], ids[128:192]]
+    def run(cs):
+        hist = FileHistory(len(cs))
+        return [hist.observe(c, tok.decode(c), float(k)) for k, c in enumerate(cs)]
+    a, b = run(chunks), run(chunks[:2] + [chunks[0]])
+    assert a[:2] == b[:2] and a[2] != b[2]  # changing the last chunk changes nothing before it
+    assert b[2]["ngram_seen"] == 1.0 and b[2]["seen_in_file"] == 1.0 and b[2]["compress_novelty"] < 0.5
+    assert a[0]["prev_similarity"] == 0.0 and 0 <= a[1]["prev_similarity"] < 1 and a[0]["compress_novelty"] == 1.0
+    assert a[2]["loss_vs_file"] == 2.0 - 0.5 and math.isclose(a[0]["chunks_left"], math.log(3)) and a[2]["chunks_left"] == 0.0
+
+
+def test_refresh_features_upgrades_a_version_1_cache(tok, split, tmp_path):
+    "A record with the first version's features is refused until `refresh_features` recomputes them; outcomes stay."
+    settings = CacheSettings(model="tiny", strategy="lact", chunk_size=48, max_chunks=4, precision="fp32", split=split.head(1, 1, 1))
+    cache = build_cache(lact(tok), tok, OutcomeCache(tmp_path, settings), progress=False)
+    f = split.train[0]
+    fresh = cache.get(f)
+    old = fresh.features.copy()
+    old = np.concatenate([old[:, :3], np.full((fresh.n, 1), 7.0, np.float32), old[:, 4:14], np.zeros((fresh.n, 14), np.float32)], 1)
+    cache.put(type(fresh)(fresh.path, old, fresh.loss, fresh.outcome, fresh.tokens, fresh.seconds, version=1))
+    with pytest.raises(CacheMismatchError, match="refresh_features"): cache.get(f)
+    refresh_features(cache, tok, progress=False)
+    again = cache.get(f)
+    assert again.version == FEATURES_VERSION and np.array_equal(again.outcome, fresh.outcome)
+    assert np.allclose(again.features, fresh.features, atol=1e-6)
+
+
+def test_policy_starts_at_the_budget():
+    for budget in (1.0, 1.5, 3.0, 12.0):
+        p = PonderPolicy().start_at_budget(budget)
+        probs = p(torch.zeros(3, 32))[0].softmax(-1)
+        assert abs((probs * torch.tensor(COSTS)).sum(-1) - min(budget, float(np.mean(COSTS[1:])))).max() < 1e-2
+
+
 def test_features_on_tiny_model_match_a_plain_forward(tok):
     model = tiny_llama(vocab_size=len(tok), hidden=64, layers=2, seed=1)
     ids = torch.tensor([tok("def f(x):\n    return x * 2\n" * 8)["input_ids"][:64]])
     loss, feats = read_chunk(model, ids, precision="fp32")
-    assert len(feats) == 14 and all(math.isfinite(f) for f in feats)
+    assert len(feats) == 13 and all(math.isfinite(f) for f in feats)
     assert abs(loss - model(input_ids=ids, labels=ids).loss.item()) < 1e-4
     assert 0 < feats[10] <= 1 + 1e-6  # attention entropy, normalised
 
@@ -285,14 +323,14 @@ def test_cli_end_to_end(tok, tmp_path):
 
 @pytest.mark.slow
 def test_features_on_the_default_model():
-    "The 14 model features on SmolLM2-135M, and their overhead over the plain reading pass."
+    "The 13 model features on SmolLM2-135M, and their overhead over the plain reading pass."
     from tttlab.models import load_lm
     model, tok = load_lm()
     text = (stdlib_root() / "json" / "decoder.py").read_text()
     ids = tok(text)["input_ids"]
     chunks = [torch.tensor([ids[i:i + 128]]) for i in range(0, 384, 128)]
     loss, feats = read_chunk(model, chunks[0])
-    assert 0 < loss < 6 and len(feats) == 14 and all(math.isfinite(f) for f in feats)
+    assert 0 < loss < 6 and len(feats) == 13 and all(math.isfinite(f) for f in feats)
     ov = feature_overhead(model, chunks, repeats=1)
     assert ov["plain_s"] > 0 and ov["features_s"] > 0
     print(ov)

@@ -8,6 +8,7 @@ Docs: https://tttlab.github.io/tttlab/document.html.md"""
 from __future__ import annotations
 
 import json
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import pymupdf
 from .models import Document, DocumentChunk, DocumentConstraints, Question, StudyRow, TTTLabError, View
 
 # %% auto #0
-__all__ = ['CHAT_PROMPT', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf', 'write_scanned_pdf',
-           'PDFParser', 'ConstraintError', 'DocumentValidator', 'is_pdf', 'decode_text', 'DocumentChunker',
-           'boundary_score', 'chunk_table', 'ViewError', 'split_sentences', 'study_views', 'load_document',
-           'sample_pdf_path', 'sample_questions']
+__all__ = ['CHAT_PROMPT', 'KEY_SPAN', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf',
+           'write_scanned_pdf', 'PDFParser', 'ConstraintError', 'DocumentValidator', 'is_pdf', 'decode_text',
+           'DocumentChunker', 'boundary_score', 'chunk_table', 'ViewError', 'split_sentences', 'sentence_questions',
+           'chat_row', 'study_views', 'load_document', 'sample_pdf_path', 'sample_questions']
 
 # %% ../nbs/01_document.ipynb #a620114a
 class DocumentError(TTTLabError):
@@ -224,23 +225,42 @@ def split_sentences(text: str,  # any text; line breaks inside a paragraph are s
     pieces = (" ".join(text[a:b].split()) for a, b in zip(cuts, cuts[1:]))
     return [p for p in pieces if len(p.split()) >= min_words]
 
+KEY_SPAN = re.compile(r"\b[A-Z0-9][\w-]*(?:\s+[A-Z0-9][\w-]*)*")  # a run of capitalised or numeric words
+
+def sentence_questions(sentence: str) -> list[str]:
+    "The sentence asked back once per name or number in it: that span becomes 'what' and the question ends with its clause."
+    body = sentence.rstrip(".!?")
+    questions = []
+    for m in KEY_SPAN.finditer(body):
+        if m.start() == 0: continue  # the first word is capitalised anyway
+        end = body.find(",", m.end())
+        questions.append(body[:m.start()] + "what" + body[m.end():end if end >= 0 else len(body)] + "?")
+    return questions
+
+def chat_row(tokenizer,  # a tokenizer with a chat template
+             question: str,  # what the user asks
+             reply: str,  # the assistant's reply, the only part learned
+            ) -> StudyRow:
+    "One chat exchange as a study row whose prompt is everything before the reply."
+    ask = [{"role": "user", "content": question}]
+    prompt = tokenizer.apply_chat_template(ask, add_generation_prompt=True, return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(ask + [{"role": "assistant", "content": reply}], return_dict=True)["input_ids"]
+    if list(ids[:len(prompt)]) != list(prompt):
+        raise ViewError("this chat template does not begin a reply with its generation prompt; use views=['sentences']")
+    return StudyRow(ids=list(ids), prompt=len(prompt))
+
 def study_views(text: str,  # the text to make views of (a chunk's)
                 tokenizer,  # the learning model's tokenizer
-                views: list[View],  # which views: 'sentences', 'chat'
+                views: list[View],  # which views: 'sentences', 'chat', 'ask'
                 title: str = "",  # the document's title, named in the chat prompt
                ) -> list[StudyRow]:
-    "Study rows for `text`: each sentence from an empty context, and/or as a chat reply."
-    chat = "chat" in views and bool(getattr(tokenizer, "chat_template", None))  # no template: no chat questions either
-    ask = [{"role": "user", "content": CHAT_PROMPT.format(title=title or "the document")}]
-    prompt = tokenizer.apply_chat_template(ask, add_generation_prompt=True, return_dict=True)["input_ids"] if chat else []
+    "Study rows for `text`: each sentence from an empty context, as a chat reply, and/or as the answer to itself asked back."
+    chat = bool(getattr(tokenizer, "chat_template", None))  # no template: no chat questions either
     rows = []
     for sentence in split_sentences(text):
         if "sentences" in views: rows.append(StudyRow(ids=tokenizer(sentence).input_ids))
-        if chat:
-            ids = tokenizer.apply_chat_template(ask + [{"role": "assistant", "content": sentence}], return_dict=True)["input_ids"]
-            if list(ids[:len(prompt)]) != list(prompt):
-                raise ViewError("this chat template does not begin a reply with its generation prompt; use views=['sentences']")
-            rows.append(StudyRow(ids=list(ids), prompt=len(prompt)))
+        if chat and "chat" in views: rows.append(chat_row(tokenizer, CHAT_PROMPT.format(title=title or "the document"), sentence))
+        if chat and "ask" in views: rows += [chat_row(tokenizer, q, sentence) for q in sentence_questions(sentence)]
     return rows
 
 # %% ../nbs/01_document.ipynb #318a65a7

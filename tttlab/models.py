@@ -93,7 +93,7 @@ class DocumentConstraints(LabModel):
 # %% ../nbs/00_models.ipynb #05593f23
 Strategy = Literal["ttt-linear", "lact", "lora", "naive-lora"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-View = Literal["sentences", "chat"]
+View = Literal["sentences", "chat", "ask"]
 
 class LearningConfig(LabModel):
     "What every test-time learning run shares, whatever the update strategy."
@@ -104,7 +104,8 @@ class LearningConfig(LabModel):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold")
     precision: Precision = Field("auto", description="'auto': bf16 autocast where supported, fp16 on pre-Ampere CUDA")
     views: list[View] = Field(default_factory=list, description="study views learned with each chunk: 'sentences' "
-                              "(each sentence from an empty context), 'chat' (each sentence as a chat reply)")
+                              "(each sentence from an empty context), 'chat' (each sentence as a chat reply), "
+                              "'ask' (each sentence as the answer to itself asked back as a question)")
     seed: int = 0
 
 class LearningMetrics(LabModel):

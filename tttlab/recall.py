@@ -36,13 +36,13 @@ __all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 
 
 # %% ../nbs/07a_recall.ipynb #cbbb113c
 RECALL_CONFIGS: dict[str, LearningConfig] = {
-    "lact": LearningConfig(strategy="lact", learning_rate=0.05, epochs=12, views=["sentences", "chat"]),
+    "lact": LearningConfig(strategy="lact", learning_rate=0.05, epochs=12, views=["sentences", "chat", "ask"]),
     "ttt-linear": LearningConfig(strategy="ttt-linear", learning_rate=3e-3, epochs=6),
     "lora": LearningConfig(strategy="lora", learning_rate=1e-2, epochs=5),
     "naive-lora": LearningConfig(strategy="naive-lora", learning_rate=1e-3, epochs=1, precision="fp32"),
 }
 
-RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=1.0, units=0.5, focus=1.0))}  # beyond `make_strategy`'s defaults
+RECALL_SHAPES: dict[str, dict] = {"lact": dict(lact=LaCTConfig(anchor=1.5, units=0.5, focus=1.0))}  # beyond `make_strategy`'s defaults
 
 def recall_config(name: str) -> LearningConfig:
     "The tuned settings of strategy `name`."
@@ -267,7 +267,7 @@ def recall_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="HF id or local folder (default: the offline SmolLM2-135M-Instruct)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the document (default: each strategy's tuned value)")
     p.add_argument("--views", default=None, type=view_names, metavar="V[,V...]",
-                   help="study views learned with each chunk: sentences, chat, or none (default: each strategy's tuned value)")
+                   help="study views learned with each chunk: sentences, chat, ask, or none (default: each strategy's tuned value)")
     p.add_argument("--anchor", default=None, type=anchor_weight, metavar="W",
                    help="LaCT's anchor weight: higher forgets less and recalls less (default: the tuned value)")
     p.add_argument("--units", default=None, type=unit_share, metavar="F",
