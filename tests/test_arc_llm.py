@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tttlab.arc_data import Augmentation, Task, grid_key, load_tasks, smallest_tasks
+from tttlab.arc_data import Task, grid_key, load_tasks, smallest_tasks
 from tttlab.arc_llm import (IGNORE, ArcLLMConfig, ArcLLMSolver, EvaluationLeakError, TaskEncoder, cell_separator, default_adapter_dir,
                             finetune, finetune_main, grid_to_text, leave_one_out_tasks, load_arc_model, one_token_per_cell,
                             predict, solve_main, text_to_grid, ttt_dataset, vote)

@@ -4,7 +4,6 @@ import io
 import json
 from contextlib import redirect_stdout
 
-import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
@@ -12,9 +11,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solved
 from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context,
-                               GuideError, Obj, adapt_guide, colour_perm, fill_by_symmetry, fit_blocks, fit_count,
-                               fit_fill_holes, fit_local_rule, fit_mosaic, fit_object_recolour, fit_panel_rule, fit_pieces,
-                               fit_resize, fit_rays, draw_rays, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
+                               GuideError, Obj, adapt_guide, colour_perm, attract_to_walls, extend_period, fill_by_symmetry, fit_blocks, fit_count,
+                               fit_fill_holes, fit_local_rule, fit_mosaic, fit_attract, fit_object_recolour, fit_panel_rule, fit_pieces,
+                               fit_periodic, fit_resize, fit_rays, draw_rays, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
                                overlay_rule, search,
                                solve_main, task_context, train_guide_main)
 
@@ -140,6 +139,29 @@ def test_rays_only_paint_background_and_stop_paints_less(g, bg, dirs, stop):
     assert out.shape == g.shape and np.array_equal(out[g != bg], g[g != bg])
     through = draw_rays(g, bg, src, RAY_SETS[dirs], False)
     assert not ((out != g) & (through == g)).any()  # a ray that stops is part of the ray that goes through
+    many = (g != bg) & (np.cumsum(g != bg).reshape(g.shape) <= 60)  # sources of several colours, at most 60
+    last, clash = draw_rays(g, bg, many, RAY_SETS[dirs], stop), draw_rays(g, bg, many, RAY_SETS[dirs], stop, clash=True)
+    assert not ((clash != g) & (last == g)).any()  # where rays of two colours meet, the clash rule only paints less
+    assert np.array_equal(clash[clash != g], last[clash != g])
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, hole=st.integers(0, 9), family=st.sampled_from(["rows", "cols", "tiles", "diagonals", "antidiagonals"]), p=st.integers(2, 9))
+def test_extend_period_only_paints_holes_and_is_periodic(g, hole, family, p):
+    out = extend_period(g, hole, family, p)
+    if out is None: return
+    as_grid(out)
+    assert np.array_equal(out[g != hole], g[g != hole])
+    assert np.array_equal(extend_period(out, hole, family, p), out)  # painting again changes nothing
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), keep=st.booleans())
+def test_attract_to_walls_is_total_and_moves_no_more_than_it_has(g, bg, keep):
+    out = attract_to_walls(g, bg, keep)
+    if out is None: return
+    as_grid(out)
+    assert out.shape == g.shape and (out != bg).sum() <= (g != bg).sum()  # cells move (or vanish), none is created
 
 
 @pytest.mark.parametrize("name,tid", [("slide_to_smallest", "05f2a901"), ("stamp_at_markers", "88a10436"), ("connect_diag", "1f876c06")])
@@ -156,7 +178,9 @@ _patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s d
 @pytest.mark.parametrize("fitter,tid", [(fit_mosaic, "3af2c5a8"), (fit_resize, "c59eb873"), (_patient_local_rule, "00d62c1b"),
                                         (fit_fill_holes, "0dfd9992"), (fit_pieces, "a87f7484"), (fit_count, "d631b094"),
                                         (fit_object_recolour, "810b9b61"), (fit_panel_rule, "cf98881b"), (fit_blocks, "cce03e0d"),
-                                        (normalised(_patient_local_rule), "025d127b"), (fit_rays, "ded97339")])
+                                        (normalised(_patient_local_rule), "025d127b"), (fit_rays, "ded97339"), (fit_periodic, "05269061"),
+                                        (fit_panel_rule, "75b8110e"), (normalised(fit_panel_rule), "bc1d5164"), (fit_resize, "d10ecb37"),
+                                        (fit_object_recolour, "9edfc990"), (fit_pieces, "8efcae92"), (fit_attract, "1a07d186")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))

@@ -13,11 +13,11 @@ from transformers import AutoTokenizer
 
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
-from tttlab.policy_ppo import (ACTIONS, COSTS, FEATURES_VERSION, BudgetError, CacheMismatchError, CacheSettings,
-                               EmptyCorpusError, Episodes, FileHistory, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
+from tttlab.policy_ppo import (COSTS, FEATURES_VERSION, BudgetError, CacheMismatchError, CacheSettings,
+                               EmptyCorpusError, FileHistory, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
                                build_cache, check_budget, compare_methods, cross_validated_actions, feature_overhead,
-                               file_outcomes, fit_to_budget, fixed_chooser, greedy_actions, guard_mode, learning_start,
+                               file_outcomes, fit_to_budget, fixed_chooser, guard_mode, learning_start,
                                main, noise_ceiling, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
                                refresh_features, run_online, score, source_files, split_corpus, stdlib_root, suffix_loss,
                                synthetic_episodes, target_reliability, train_policy)

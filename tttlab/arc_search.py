@@ -49,15 +49,15 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'FITTERS_ROOT', 'FITTERS_STA
            'outline_bboxes', 'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size',
            'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4',
            'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
-           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'shoot_cross', 'connect_diag',
-           'halves', 'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program',
-           'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
-           'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'pieces',
-           'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'ray_sources', 'draw_rays',
-           'fit_rays', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program',
-           'synthetic_task', 'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide',
-           'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
-           'train_guide_main', 'guide_quality']
+           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays',
+           'shoot_cross', 'connect_diag', 'halves', 'task_context', 'values_key', 'colour_fit', 'match_score', 'Found',
+           'SearchResult', 'run_program', 'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize',
+           'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry',
+           'fit_fill_holes', 'extend_period', 'fit_periodic', 'pieces', 'fit_pieces', 'fit_object_recolour',
+           'colour_perm', 'normalised', 'fit_blocks', 'fit_rays', 'attract_to_walls', 'fit_attract', 'overlay_rule',
+           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
+           'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
+           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -602,7 +602,8 @@ def rays_diag(g, ctx):
 
 
 # %% ../nbs/06b_arc_search.ipynb #6be2b289
-_DIRS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+_EIGHT_DIRS = {"n": (-1, 0), "s": (1, 0), "w": (0, -1), "e": (0, 1), "nw": (-1, -1), "ne": (-1, 1), "sw": (1, -1), "se": (1, 1)}
+_DIRS = {"up": "n", "down": "s", "left": "w", "right": "e"}  # the four directions the primitives are named after
 
 def _cells(o: Obj) -> tuple[np.ndarray, np.ndarray]:
     "Rows and columns of an object's cells on its canvas."
@@ -647,8 +648,8 @@ def _drop_objects(g, ctx, dy, dx):
     objs = sorted(objs, key=ahead)  # the object nearest the floor moves first
     return _settle(g, ctx.bg, objs, [(dy, dx)] * len(objs))
 
-for _n, (_dy, _dx) in _DIRS.items():
-    primitive("relations", name=f"drop_objs_{_n}")(functools.partial(_drop_objects, dy=_dy, dx=_dx))
+for _n, _d in _DIRS.items():
+    primitive("relations", name=f"drop_objs_{_n}")(functools.partial(_drop_objects, dy=_EIGHT_DIRS[_d][0], dx=_EIGHT_DIRS[_d][1]))
 
 def _only(objs: Sequence[Obj], key: Callable, largest: bool) -> Obj | None:
     "The one object with the largest (or smallest) key; None on a tie."
@@ -676,18 +677,49 @@ def _slide_to(g, ctx, largest):
 for _n, _largest in (("largest", True), ("smallest", False)):
     primitive("relations", name=f"slide_to_{_n}")(functools.partial(_slide_to, largest=_largest))
 
+def ray_sources(g: Grid, # the grid
+                bg: int, # its background colour
+                which: str | int, # "singletons", "minor" (the least common colour) or a colour
+               ) -> np.ndarray:
+    "Where rays start: a bool mask of the grid."
+    if which == "singletons":
+        m = np.zeros(g.shape, bool)
+        for o in objects(g, bg, True, True):
+            if o.size == 1: m[o.top, o.left] = True
+        return m
+    if which == "minor":
+        r = _ranked_fg(g, bg)
+        return g == r[-1] if len(r) >= 2 else np.zeros(g.shape, bool)
+    return g == which
+
+def draw_rays(g: Grid, # the grid
+              bg: int, # its background colour: rays only paint it
+              sources: np.ndarray, # bool mask of the cells rays start from (at most 60)
+              dirs: Sequence[str], # directions, keys of `_EIGHT_DIRS`
+              stop: bool | str, # True: up to the first obstacle; False: through everything; "hit": only rays that end on an obstacle
+              colour: int | None = None, # the rays' colour (None: the source's)
+              clash: bool = False, # True: a cell that rays of two colours reach keeps its colour (else the last ray paints it)
+             ) -> Grid | None:
+    "The grid with rays drawn over its background."
+    ray, (h, w) = np.full(g.shape, -1, np.int16), g.shape  # the colour each cell gets; 10 where colours clash
+    ys, xs = np.nonzero(sources)
+    if len(ys) > 60: return None
+    for y, x in zip(ys, xs):
+        c = g[y, x] if colour is None else colour
+        for dy, dx in (_EIGHT_DIRS[d] for d in dirs):
+            yy, xx, path = y + dy, x + dx, []
+            while 0 <= yy < h and 0 <= xx < w and (g[yy, xx] == bg or stop is False):
+                if g[yy, xx] == bg: path.append((yy, xx))
+                yy, xx = yy + dy, xx + dx
+            if path and (stop != "hit" or (0 <= yy < h and 0 <= xx < w)):
+                at = tuple(np.array(path).T)
+                ray[at] = np.where(clash & (ray[at] >= 0) & (ray[at] != c), 10, c)
+    return np.where((ray >= 0) & (ray < 10), ray, g).astype(np.int8)
+
 def _shoot(g, ctx, dirs):
     "From every single-cell object, a ray of its colour in each direction over the background, up to the first obstacle; where rays of two colours cross, neither paints."
-    src = [(o.top, o.left) for o in objects(g, ctx.bg, True, True) if o.size == 1]
-    if not src or len(src) > 60: return None
-    ray, (h, w) = np.full(g.shape, -1, np.int16), g.shape  # the colour each background cell gets; 10 where colours clash
-    for y, x in src:
-        for dy, dx in dirs:
-            yy, xx = y + dy, x + dx
-            while 0 <= yy < h and 0 <= xx < w and g[yy, xx] == ctx.bg:
-                ray[yy, xx] = g[y, x] if ray[yy, xx] in (-1, g[y, x]) else 10
-                yy += dy; xx += dx
-    return _changed(np.where((ray >= 0) & (ray < 10), ray, g).astype(np.int8), g)
+    out = draw_rays(g, ctx.bg, ray_sources(g, ctx.bg, "singletons"), dirs, True, clash=True)
+    return None if out is None else _changed(out, g)
 
 for _n, _d in _DIRS.items():
     primitive("relations", name=f"shoot_{_n}")(functools.partial(_shoot, dirs=[_d]))
@@ -1062,13 +1094,12 @@ def fit_mosaic(cands, targets, tests, ctx) -> list[Fit]:
 def fit_resize(cands, targets, tests, ctx) -> list[Fit]:
     "Scale by the demonstrations' whole-number ratio (up by repetition; down by every k-th cell or a block's colour) or tile to their one output size, up to a symmetry or colour map."
     ratios = {(t.shape[0] / c.shape[0], t.shape[1] / c.shape[1]) for c, t in zip(cands, targets)}
-    if len(ratios) != 1: return []
-    a, b = ratios.pop()
+    a, b = ratios.pop() if len(ratios) == 1 else (0, 0)  # no common ratio: only the fixed output size is left
     ops = {}
     if a >= 1 and b >= 1 and a == int(a) and b == int(b) and a * b > 1:
         a, b = int(a), int(b)
         ops[f"upscale{a}x{b}"] = lambda g: valid(g.repeat(a, 0).repeat(b, 1))
-    elif a <= 1 and b <= 1 and 1 / a == int(1 / a) and 1 / b == int(1 / b) and a * b < 1:
+    elif 0 < a <= 1 and 0 < b <= 1 and 1 / a == int(1 / a) and 1 / b == int(1 / b) and a * b < 1:
         ka, kb = int(round(1 / a)), int(round(1 / b))
         ops[f"sample{ka}x{kb}"] = lambda g: valid(g[::ka, ::kb])
         def majority(g):
@@ -1259,9 +1290,15 @@ def fit_local_rule(cands, targets, tests, ctx,
     return rules(sizes[:2], True) if unseen else rules(sizes, False)
 
 # %% ../nbs/06b_arc_search.ipynb #a1f00013
-def _splits(g: Grid, bg: int) -> dict[str, np.ndarray]:
-    "Ways to cut a grid into equal panels (by separator lines, or into 2-4 equal strips), each as a stack (k, h, w)."
+def _splits(g: Grid, # the grid
+            bg: int, # its background colour
+            window: tuple[int, int] | None = None, # the outputs' one size, if they share one: also cut the four corner windows of that size
+           ) -> dict[str, np.ndarray]:
+    "Ways to cut a grid into equal panels (by separator lines, 2-4 equal strips, or corner windows), each as a stack (k, h, w)."
     out = {}
+    if window is not None and g.shape[0] >= window[0] and g.shape[1] >= window[1] and g.shape != window:
+        (h, w), (H, W) = window, g.shape
+        out["corners"] = np.stack([g[:h, :w], g[:h, W - w:], g[H - h:, :w], g[H - h:, W - w:]])
     panels = cells_between_lines(g, Context(bg, bg))
     if panels and len({p.colours.shape for p in panels}) == 1: out["lines"] = np.stack([p.colours for p in panels])
     for axis in (0, 1):
@@ -1273,7 +1310,8 @@ def _splits(g: Grid, bg: int) -> dict[str, np.ndarray]:
 
 def fit_panel_rule(cands, targets, tests, ctx) -> list[Fit]:
     "The output as a cell-by-cell function of equal panels of the input (AND, OR, XOR, overlays, in any colours), learned from the demonstrations."
-    splits, kinds = _cut_all(_splits, cands, tests, ctx.bg)
+    window = targets[0].shape if len({t.shape for t in targets}) == 1 else None
+    splits, kinds = _cut_all(functools.partial(_splits, window=window), cands, tests, ctx.bg)
     n, out = len(cands), []
     for kind in kinds:
         stacks = [s[kind] for s in splits]
@@ -1344,8 +1382,42 @@ def fit_fill_holes(cands, targets, tests, ctx) -> list[Fit]:
     return out
 
 # %% ../nbs/06b_arc_search.ipynb #a1f0000b
+_PERIOD_KEYS = {  # the key of cell (r, c) under period p in a grid w wide: cells with one key share one colour
+    "rows": lambda r, c, p, w: (r % p) * w + c,
+    "cols": lambda r, c, p, w: r * p + c % p,
+    "tiles": lambda r, c, p, w: (r % p) * 30 + c % p,
+    "diagonals": lambda r, c, p, w: (r + c) % p,
+    "antidiagonals": lambda r, c, p, w: (r - c) % p,
+}
+
+def extend_period(g: Grid, # the grid
+                  hole: int, # the colour of the cells to paint
+                  family: str, # a key of `_PERIOD_KEYS`: what repeats
+                  p: int, # the period
+                 ) -> Grid | None:
+    "The grid with each `hole` cell painted like the other cells of its period key; None when one key has two colours."
+    r, c = np.indices(g.shape)
+    key = _PERIOD_KEYS[family](r, c, p, g.shape[1]).ravel()
+    flat = g.ravel()
+    known = flat != hole
+    table = np.full(key.max() + 1, -1, np.int16)
+    table[key[known]] = flat[known]
+    if (table[key[known]] != flat[known]).any(): return None
+    return valid(np.where(known | (table[key] < 0), flat, table[key]).reshape(g.shape).astype(np.int8))
+
+def fit_periodic(cands, targets, tests, ctx) -> list[Fit]:
+    "The background (or a colour only the inputs have) painted by the pattern the rest repeats: what repeats and its period are learned from the demonstrations."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
+    holes = [ctx.bg] + [k for k in range(10) if k != ctx.bg and all((g == k).any() for g in cands) and not any((t == k).any() for t in targets)]
+    for hole, p, family in itertools.product(holes, range(2, 10), _PERIOD_KEYS):
+        if all((q := extend_period(c, hole, family, p)) is not None and np.array_equal(q, t) for c, t in zip(cands, targets)):
+            preds = [extend_period(g, hole, family, p) for g in tests]
+            if all(q is not None for q in preds): return [Fit(f"periodic[{family} {p}" + ("]" if hole == ctx.bg else f",hole {hole}]"), preds)]
+    return []
+
+# %% ../nbs/06b_arc_search.ipynb #a1f0000e
 _PIECE_PROPS = ("size", "area", "height", "width", "colours", "top", "left", "bottom", "right", "shape_twins",
-                "colour_twins", "density", "symmetric", "holes") + tuple(f"has_{c}" for c in range(10))
+                "colour_twins", "density", "symmetric", "holes") + tuple(f"has_{c}" for c in range(10)) + tuple(f"cells_{c}" for c in range(10))
 
 def _holes(mask: np.ndarray) -> int:
     "How many background regions the mask encloses."
@@ -1366,7 +1438,8 @@ def pieces(g: Grid, # the grid
         props = np.array([[o.size, o.mask.size, o.mask.shape[0], o.mask.shape[1], len(cs), -o.top, -o.left,
                            o.top + o.mask.shape[0], o.left + o.mask.shape[1], -shapes[_shape_key(o)], -ccount[cs],
                            o.size / o.mask.size, float(np.array_equal(o.mask, o.mask[:, ::-1]) or np.array_equal(o.mask, o.mask[::-1])),
-                           _holes(o.mask)] + [float(c in cs) for c in range(10)] for o, cs in zip(objs, csets)], float)
+                           _holes(o.mask)] + [float(c in cs) for c in range(10)] + np.bincount(o.colours[o.mask], minlength=10).tolist()
+                          for o, cs in zip(objs, csets)], float)
         boxes = [g[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]] for o in objs]
         out[f"{mode}:cut"] = ([o.colours for o in objs], props)
         out[f"{mode}:box"] = (boxes, props)
@@ -1377,7 +1450,7 @@ def pieces(g: Grid, # the grid
         boxes = [g[r0:r1, c0:c1] for r0, r1, c0, c1 in (_bbox(g == c) for c in present)]
         props = np.array([[int((g == c).sum()), b.size, *b.shape, len(np.unique(b)), 0, 0, 0, 0, 0, 0,
                            float((g == c).sum() / b.size), float(np.array_equal(b, b[:, ::-1]) or np.array_equal(b, b[::-1])), 0]
-                          + [float(c == k) for k in range(10)] for c, b in zip(present, boxes)], float)
+                          + [float(c == k) for k in range(10)] + np.bincount(b.ravel(), minlength=10).tolist() for c, b in zip(present, boxes)], float)
         out["colour_box"] = (boxes, props)
         inner = [b[1:-1, 1:-1] if min(b.shape) >= 3 else None for b in boxes]
         if all(x is not None for x in inner): out["colour_box:inside"] = (inner, props)
@@ -1388,7 +1461,7 @@ def pieces(g: Grid, # the grid
             -sum(np.array_equal(p.colours != bg, q.colours != bg) for q in panels),
             -sum(np.array_equal(p.colours, q.colours) for q in panels), float((p.colours != bg).mean()),
             float(np.array_equal(p.colours, p.colours[:, ::-1]) or np.array_equal(p.colours, p.colours[::-1])), 0]
-            + [float((p.colours == c).any()) for c in range(10)] for p in panels], float))
+            + [float((p.colours == c).any()) for c in range(10)] + np.bincount(p.colours.ravel(), minlength=10).tolist() for p in panels], float))
     return out
 
 def _select(props: np.ndarray, j: int, op: str) -> int | None:
@@ -1422,9 +1495,20 @@ def fit_pieces(cands, targets, tests, ctx) -> list[Fit]:
                         out.append(Fit(f"piece[{kind},{op} {prop}{',' + done[0] if done[0] else ''}]", done[1], 2))
     return out
 
-# %% ../nbs/06b_arc_search.ipynb #a1f0000e
+# %% ../nbs/06b_arc_search.ipynb #854f9811
 _OBJ_PROPS = ("size", "height", "width", "holes", "on_border", "size_rank", "size_rank_from_small", "shape", "colour",
-              "colours", "symmetric", "rectangle", "shape_twins")
+              "colours", "symmetric", "rectangle", "shape_twins", "touches") + tuple(f"touches_{c}" for c in range(10))
+
+def _footprint(objs: Sequence[Obj], shape: tuple[int, int]) -> np.ndarray:
+    "A bool mask of the cells the objects cover."
+    m = np.zeros(shape, bool)
+    for o in objs: m[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]] |= o.mask
+    return m
+
+def _touches(g: Grid, o: Obj) -> int:
+    "The set of colours (a bit mask) of the cells next to an object, diagonals excluded."
+    m = _footprint([o], g.shape)
+    return int(np.bitwise_or.reduce(np.left_shift(1, g[ndimage.binary_dilation(m, _FOUR) & ~m].astype(np.int64)), initial=0))
 
 def _object_props(g: Grid, objs: Sequence[Obj]) -> np.ndarray:
     "One row of properties per object, comparable across grids (a shape is a hash of its mask)."
@@ -1435,17 +1519,19 @@ def _object_props(g: Grid, objs: Sequence[Obj]) -> np.ndarray:
                       int(o.top == 0 or o.left == 0 or o.top + o.mask.shape[0] == g.shape[0] or o.left + o.mask.shape[1] == g.shape[1]),
                       big[o.size], len(big) - 1 - big[o.size], hash(o.mask.shape + (o.mask.tobytes(),)) % 1_000_003,
                       int(np.bincount(o.colours[o.mask], minlength=10).argmax()), len(np.unique(o.colours[o.mask])),
-                      int(np.array_equal(o.mask, o.mask[:, ::-1])), int(o.size == o.mask.size), min(twins[_shape_key(o)], 3)]
-                     for o in objs], np.int64)
+                      int(np.array_equal(o.mask, o.mask[:, ::-1])), int(o.size == o.mask.size), min(twins[_shape_key(o)], 3), t := _touches(g, o)]
+                     + [(t >> c) & 1 for c in range(10)] for o in objs], np.int64)
 
 def fit_object_recolour(cands, targets, tests, ctx) -> list[Fit]:
-    "Each object painted one colour (or left as it is) according to one or two of its properties; the rest of the grid is unchanged."
+    "Each object (or background region) painted one colour, or left as it is, according to one or two of its properties; the rest of the grid is unchanged."
     if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
-    for mode, (multi, diag) in {"colour": (False, False), "multi": (True, False), "colour8": (False, True), "multi8": (True, True)}.items():
-        objs = [objects(g, ctx.bg, multi, diag) for g in list(cands) + list(tests)]
+    for mode, (multi, diag) in {"colour": (False, False), "multi": (True, False), "colour8": (False, True), "multi8": (True, True), "regions": (False, False)}.items():
+        if mode == "regions":  # the background's own connected regions: holes, rooms, enclosed areas
+            objs = [[o for o in objects(g, 10, False, False) if o.colours[o.mask][0] == ctx.bg] for g in list(cands) + list(tests)]
+        else:
+            objs = [objects(g, ctx.bg, multi, diag) for g in list(cands) + list(tests)]
         if not all(1 <= len(o) <= 60 for o in objs): continue
-        if any(not np.array_equal(np.where(paint(os_, c.shape, ctx.bg) != ctx.bg, c, t), c)
-               for os_, c, t in zip(objs, cands, targets)): continue  # something changed outside the objects
+        if any(((c != t) & ~_footprint(os_, c.shape)).any() for os_, c, t in zip(objs, cands, targets)): continue  # something changed outside the objects
         props = [_object_props(g, os_) for g, os_ in zip(list(cands) + list(tests), objs)]
         ys = {}
         for keep_first in (False, True):
@@ -1525,45 +1611,8 @@ def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
     return out
 
 # %% ../nbs/06b_arc_search.ipynb #ce4f3a60
-_EIGHT_DIRS = {"n": (-1, 0), "s": (1, 0), "w": (0, -1), "e": (0, 1), "nw": (-1, -1), "ne": (-1, 1), "sw": (1, -1), "se": (1, 1)}
 RAY_SETS = {**{d: (d,) for d in _EIGHT_DIRS}, "ns": ("n", "s"), "we": ("w", "e"), "cross": ("n", "s", "w", "e"),
             "diagonals": ("nw", "ne", "sw", "se"), "star": tuple(_EIGHT_DIRS)}  # the direction sets a ray rule may use
-
-def ray_sources(g: Grid, # the grid
-                bg: int, # its background colour
-                which: str | int, # "singletons", "minor" (the least common colour) or a colour
-               ) -> np.ndarray:
-    "Where rays start: a bool mask of the grid."
-    if which == "singletons":
-        m = np.zeros(g.shape, bool)
-        for o in objects(g, bg, True, True):
-            if o.size == 1: m[o.top, o.left] = True
-        return m
-    if which == "minor":
-        r = _ranked_fg(g, bg)
-        return g == r[-1] if len(r) >= 2 else np.zeros(g.shape, bool)
-    return g == which
-
-def draw_rays(g: Grid, # the grid
-              bg: int, # its background colour: rays only paint it
-              sources: np.ndarray, # bool mask of the cells rays start from (at most 60)
-              dirs: Sequence[str], # directions, keys of `_EIGHT_DIRS`
-              stop: bool | str, # True: up to the first obstacle; False: through everything; "hit": only rays that end on an obstacle
-              colour: int | None = None, # the rays' colour (None: the source's)
-             ) -> Grid | None:
-    "The grid with rays drawn over its background."
-    out, (h, w) = g.copy(), g.shape
-    ys, xs = np.nonzero(sources)
-    if len(ys) > 60: return None
-    for y, x in zip(ys, xs):
-        for dy, dx in (_EIGHT_DIRS[d] for d in dirs):
-            yy, xx, path = y + dy, x + dx, []
-            while 0 <= yy < h and 0 <= xx < w and (g[yy, xx] == bg or stop is False):
-                if g[yy, xx] == bg: path.append((yy, xx))
-                yy, xx = yy + dy, xx + dx
-            if path and (stop != "hit" or (0 <= yy < h and 0 <= xx < w)):
-                out[tuple(np.array(path).T)] = g[y, x] if colour is None else colour
-    return out
 
 def fit_rays(cands, targets, tests, ctx) -> list[Fit]:
     "Rays drawn from chosen source cells in chosen directions, with a stopping rule and a colour, that redraw every demonstration."
@@ -1583,6 +1632,49 @@ def fit_rays(cands, targets, tests, ctx) -> list[Fit]:
                 _vote(votes, [valid(o) for o in outs[n:]], f"rays[{which}:{name},{'hit' if stop == 'hit' else 'stop' if stop else 'through'}"
                                                           f"{'' if colour is None else f',in {colour}'}]")
     return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #512ea7f1
+def _walls(g: Grid, bg: int) -> list[tuple[int, int, int]]:
+    "The rows (axis 0) and columns (axis 1) of one foreground colour end to end, their two end cells aside: (axis, index, colour)."
+    out = []
+    for axis in (0, 1):
+        for i, line in enumerate(g if axis == 0 else g.T):
+            inner = line[1:-1] if len(line) > 2 else line
+            if inner[0] != bg and (inner == inner[0]).all(): out.append((axis, i, int(inner[0])))
+    return out
+
+def attract_to_walls(g: Grid, # the grid
+                     bg: int, # its background colour
+                     keep_strays: bool, # keep the cells whose colour has no wall (else they are erased)
+                    ) -> Grid | None:
+    "Every cell off the walls moves straight to the wall of its own colour and stops beside it; None without walls."
+    walls = _walls(g, bg)
+    if not walls or len(walls) > 6: return None
+    on_wall = np.zeros(g.shape, bool)
+    for axis, i, _ in walls:
+        if axis == 0: on_wall[i] = True
+        else: on_wall[:, i] = True
+    out = np.where(on_wall, g, bg).astype(np.int8)
+    ys, xs = np.nonzero((g != bg) & ~on_wall)
+    if len(ys) > 60: return None
+    for y, x in zip(ys, xs):
+        mine = [(axis, i) for axis, i, c in walls if c == g[y, x]]
+        if len(mine) != 1:
+            if keep_strays or mine: out[y, x] = g[y, x]
+            continue
+        axis, i = mine[0]
+        if axis == 0: out[i - 1 if y < i else i + 1, x] = g[y, x]
+        else: out[y, i - 1 if x < i else i + 1] = g[y, x]
+    return valid(out)
+
+def fit_attract(cands, targets, tests, ctx) -> list[Fit]:
+    "Cells drawn to the wall of their colour; whether cells without a wall stay is learned from the demonstrations."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
+    for keep in (False, True):
+        if all((q := attract_to_walls(c, ctx.bg, keep)) is not None and np.array_equal(q, t) for c, t in zip(cands, targets)):
+            preds = [attract_to_walls(g, ctx.bg, keep) for g in tests]
+            if all(p is not None for p in preds): return [Fit(f"attract_to_walls[{'strays kept' if keep else 'strays erased'}]", preds)]
+    return []
 
 # %% ../nbs/06b_arc_search.ipynb #1dc863aa
 def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the demonstration grids, then the test grids; states[0] is the input
@@ -1621,10 +1713,10 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays, fit_periodic, fit_attract)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = FITTERS_STATE + FITTERS_ROOT[1:4] + FITTERS_ROOT[5:]  # on the best states when the search found nothing (and the local rule on a few)
-FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour)  # run `normalised` on the inputs when nothing else fits
+FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
 
 # %% ../nbs/06b_arc_search.ipynb #4be172b2
 def _pair_scalars(i: Grid, o: Grid) -> list[float]:
