@@ -723,8 +723,11 @@ def _shoot(g, ctx, dirs):
 
 for _n, _d in _DIRS.items():
     primitive("relations", name=f"shoot_{_n}")(functools.partial(_shoot, dirs=[_d]))
+
 @primitive("relations")
-def shoot_cross(g, ctx): return _shoot(g, ctx, list(_DIRS.values()))
+def shoot_cross(g, ctx):
+    "From every single-cell object, rays in all four directions up to the first obstacle."
+    return _shoot(g, ctx, list(_DIRS.values()))
 
 @primitive("relations")
 def connect_diag(g, ctx):

@@ -195,6 +195,7 @@ def code_metrics(text: str) -> list[float]:
 _ZLIB_WINDOW = 32_768  # deflate looks back at most this many bytes
 
 def _grams(ids: list[int], n: int) -> list[tuple[int, ...]]:
+    "The n-grams of a token list, in order."
     return list(zip(*(ids[k:] for k in range(n))))
 
 class FileHistory:
