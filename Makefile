@@ -33,7 +33,7 @@ test: export-check nbtest browser pytest
 
 # README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which this machine cannot install).
 readme: install
-	jupyter nbconvert --to markdown nbs/index.ipynb --output README --output-dir . --log-level WARN
+	$(PY) tools/build_docs.py --nbs nbs --readme README.md
 
 # ---- docs and browser tests (added by the playground issue) ----
 .PHONY: docs browser browser-test

@@ -1,6 +1,7 @@
 """Build a static HTML docs site from the executed notebooks with nbconvert, for machines without Quarto.
 
 Usage: python tools/build_docs.py [--nbs nbs] [--out _docs]
+       python tools/build_docs.py --readme README.md   (README.md from nbs/index.ipynb)
 
 Each notebook becomes one page named as nbdev names it (`00_models.ipynb` -> `models.html`), in the order of
 `nbs/sidebar.yml`. Hidden cells and nbdev directives are dropped, plotly figures are drawn with a local copy of
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
-from nbconvert import HTMLExporter
+from nbconvert import HTMLExporter, MarkdownExporter
 from nbdev.config import nbpath2html
 from pygments.formatters import HtmlFormatter
 
@@ -182,10 +183,28 @@ def build(nbs: Path = Path("nbs"), out: Path = Path("_docs")) -> list[Path]:
     return pages
 
 
+def readme(index: Path = Path("nbs/index.ipynb"), out: Path = Path("README.md")) -> Path:
+    "Write `out` from the index notebook as GitHub markdown, without hidden cells or directives, atomically."
+    nb = nbformat.read(index, as_version=4)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            flags, cell.source = directives(cell.source)
+            if "hide" in flags or not cell.source: continue
+        cells.append(cell)
+    nb.cells = cells
+    text, _ = MarkdownExporter().from_notebook_node(nb)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    return out
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nbs", default="nbs", help="folder of executed notebooks")
     ap.add_argument("--out", default="_docs", help="folder to write the site to")
+    ap.add_argument("--readme", metavar="FILE", help="write FILE from the index notebook instead of building the site")
     a = ap.parse_args()
-    pages = build(Path(a.nbs), Path(a.out))
-    print(f"wrote {len(pages)} pages to {a.out}/ (open {a.out}/index.html)")
+    if a.readme: print(f"wrote {readme(Path(a.nbs) / 'index.ipynb', Path(a.readme))}")
+    else: print(f"wrote {len(pages := build(Path(a.nbs), Path(a.out)))} pages to {a.out}/ (open {a.out}/index.html)")
