@@ -1,5 +1,6 @@
 "Integration tests of tttlab.policy_ppo: real tiny Llama models, a real LaCT strategy, the real CLI."
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -13,13 +14,13 @@ from transformers import AutoTokenizer
 
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
-from tttlab.policy_ppo import (COSTS, FEATURES_VERSION, BudgetError, CacheMismatchError, CacheSettings,
+from tttlab.policy_ppo import (COSTS, FEATURES_VERSION, MODEL_FEATURES, BudgetError, BudgetPacer, CacheMismatchError, CacheSettings,
                                EmptyCorpusError, FileHistory, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
                                build_cache, check_budget, compare_methods, cross_validated_actions, feature_overhead,
                                file_outcomes, fit_to_budget, fixed_chooser, guard_mode, learning_start,
                                main, noise_ceiling, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
-                               refresh_features, run_online, score, source_files, split_corpus, stdlib_root, suffix_loss,
+                               refresh_features, run_online, score, source_files, split_corpus, static_names, stdlib_root, suffix_loss,
                                synthetic_episodes, target_reliability, train_policy)
 
 
@@ -133,8 +134,10 @@ def test_refresh_features_upgrades_a_version_1_cache(tok, split, tmp_path):
     cache = build_cache(lact(tok), tok, OutcomeCache(tmp_path, settings), progress=False)
     f = split.train[0]
     fresh = cache.get(f)
-    old = fresh.features.copy()
-    old = np.concatenate([old[:, :3], np.full((fresh.n, 1), 7.0, np.float32), old[:, 4:14], np.zeros((fresh.n, 14), np.float32)], 1)
+    now = static_names()  # version 1's layout: the model's features where they were, 7.0 in the six slots it used otherwise
+    old = np.stack([fresh.features[:, now.index(n)] if n in MODEL_FEATURES else np.full(fresh.n, 7.0, np.float32)
+                    for n in static_names(1)], 1)
+    assert static_names(1) != now and not np.allclose(old, fresh.features)
     cache.put(type(fresh)(fresh.path, old, fresh.loss, fresh.outcome, fresh.tokens, fresh.seconds, version=1))
     with pytest.raises(CacheMismatchError, match="refresh_features"): cache.get(f)
     refresh_features(cache, tok, progress=False)
@@ -263,6 +266,33 @@ def test_ensemble_and_threshold_rules():
     assert (UpdateThreshold(ens, -math.inf).choose(obs, allowed) != 1).all()
     rows = {r.method: r for r in compare_methods(train, val, 1.5, ens)}
     assert rows["policy (fitted threshold, guard)"].cost <= 1.5 + 1e-9 and rows["gain regressor (supervised, guard)"].cost <= 1.5 + 1e-9
+
+
+def test_budget_pacer_follows_the_stream_and_knows_only_the_past():
+    "The pacer's knob before a decision depends only on the decisions before it; a huge prior gives back the fixed knob."
+    train, test = synthetic_episodes(60, 6, seed=0), synthetic_episodes(40, 6, seed=3)
+    shifted = dataclasses.replace(test, static=test.static + 0.2 * torch.eye(28)[1])  # more chunks look worth an update
+    reg = GainRegressor().fit(train, 1.5)
+    obs, allowed = torch.randn(5, 32), torch.ones(5, 4, dtype=torch.bool)
+    assert torch.equal(reg.choose(obs, allowed), reg.decide(reg.scores(obs, allowed), float(reg.price)))
+    fixed = score(shifted, rollout(shifted, reg.choose, 1.5).actions, "").cost
+    huge = BudgetPacer.around(reg, train, 1.5, prior_weight=1e9)
+    assert score(shifted, rollout(shifted, huge.choose, 1.5).actions, "").cost == pytest.approx(fixed, abs=0.05)
+    assert abs(huge.knobs[0] - float(reg.price)) < 1e-3  # the prior alone is the training files' price
+    light = BudgetPacer.around(reg, train, 1.5, prior_weight=10)
+    assert score(shifted, rollout(shifted, light.choose, 1.5).actions, "").cost < fixed - 0.2
+    # causal: the knobs of a stream's first decisions do not change when its later decisions change
+    half = shifted.n_decisions // 2
+    a, b = BudgetPacer.around(reg, train, 1.5, 10), BudgetPacer.around(reg, train, 1.5, 10)
+    flat = shifted.static[shifted.mask]
+    other = torch.cat([flat[:half], flat[half:].flip(0) + 1.0])
+    first = torch.zeros(len(flat), 32); first[:, :22], first[:, 26:] = flat[:, :22], flat[:, 22:]
+    second = first.clone(); second[:, :22], second[:, 26:] = other[:, :22], other[:, 22:]
+    ok = torch.ones(len(flat), 4, dtype=torch.bool)
+    a.choose(first, ok); b.choose(second, ok)
+    assert a.knobs[:half] == b.knobs[:half] and a.knobs[half:] != b.knobs[half:]
+    guarded = BudgetPacer.around(UpdateThreshold(PonderPolicy().fit_normaliser(train).start_at_budget(1.5)), train, 1.5, 0)
+    assert score(shifted, rollout(shifted, guarded.choose, 1.5, "stream").actions, "").cost <= 1.5 + 1e-9
 
 
 def test_warm_start_imitates_the_regressor():

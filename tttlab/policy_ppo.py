@@ -35,19 +35,20 @@ from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrateg
 from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
-__all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'FEATURES_VERSION', 'LOSS_EMA',
-           'GuardMode', 'Chooser', 'PonderError', 'BudgetError', 'UnknownActionError', 'EmptyCorpusError',
-           'CacheMismatchError', 'parse_action', 'check_budget', 'stdlib_root', 'source_files', 'CorpusSplit',
-           'split_corpus', 'file_chunks', 'group_slices', 'code_metrics', 'FileHistory', 'learning_start',
-           'PrefixState', 'read_with_prefix', 'read_chunk', 'suffix_loss', 'static_features', 'CacheSettings',
-           'FileOutcomes', 'OutcomeCache', 'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode',
-           'BudgetTracker', 'Rollout', 'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share',
-           'random_actions', 'best_random_action', 'ThresholdGate', 'oracle_actions', 'synthetic_episodes',
-           'periodic_actions', 'best_periodic', 'fit_to_budget', 'GainRegressor', 'cross_validated_actions',
-           'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
-           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
-           'UpdateThreshold', 'compare_methods', 'results_table', 'OnlineResult', 'run_online', 'fixed_chooser',
-           'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
+__all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'FEATURES_VERSION',
+           'FEATURE_NAMES_BY_VERSION', 'MODEL_FEATURES', 'LOSS_EMA', 'GuardMode', 'Chooser', 'PonderError',
+           'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'parse_action',
+           'check_budget', 'stdlib_root', 'source_files', 'CorpusSplit', 'split_corpus', 'file_chunks', 'static_names',
+           'group_slices', 'code_metrics', 'FileHistory', 'learning_start', 'PrefixState', 'read_with_prefix',
+           'read_chunk', 'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache',
+           'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout',
+           'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share', 'random_actions', 'best_random_action',
+           'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'periodic_actions', 'best_periodic',
+           'fit_to_budget', 'GainRegressor', 'cross_validated_actions', 'target_reliability', 'noise_ceiling',
+           'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions',
+           'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble', 'UpdateThreshold', 'BudgetPacer',
+           'compare_methods', 'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead',
+           'method_family', 'pareto_figure', 'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -166,8 +167,20 @@ FEATURE_NAMES = ["entropy", "log_ppl", "entropy_trend", "loss_vs_file",
                  "loss_ema", "budget_used", "budget_left", "last_action",
                  "position", "chunks_left", "prev_similarity", "seen_in_file", "ngram_repeat", "ngram_seen"]
 N_FEATURES = len(FEATURE_NAMES)
-FEATURES_VERSION = 2  # 1: the first 32 (log_ppl_trend, line_len_mean, log_index, length, repeat_in_chunk, file_log_count)
+FEATURES_VERSION = 2
+FEATURE_NAMES_BY_VERSION = {  # every layout a cache may hold; version 1 had six other features in the same slots
+    1: [{3: "log_ppl_trend", 19: "line_len_mean", 27: "log_index", 28: "length", 30: "repeat_in_chunk",
+         31: "file_log_count"}.get(i, n) for i, n in enumerate(FEATURE_NAMES)],
+    FEATURES_VERSION: FEATURE_NAMES}
+MODEL_FEATURES = FEATURE_NAMES[:3] + FEATURE_NAMES[4:14]  # the 13 a reading pass gives, in `read_chunk`'s order
 _STATIC = [i for i, n in enumerate(FEATURE_NAMES) if not 22 <= i < 26]  # all but the history group
+
+def static_names(version: int = FEATURES_VERSION, # a features version, a key of `FEATURE_NAMES_BY_VERSION`
+                ) -> list[str]:
+    "The names of the 28 cached (static) features of `version`, in their cached order."
+    if version not in FEATURE_NAMES_BY_VERSION:
+        raise CacheMismatchError(f"features of unknown version {version}; rebuild the cache with `tttlab ponder build-cache`")
+    return [FEATURE_NAMES_BY_VERSION[version][i] for i in _STATIC]
 
 def group_slices() -> dict[str, slice]:
     "Where each feature group sits in the 32-D vector."
@@ -350,9 +363,8 @@ def static_features(model_feats: list[float], # the 13 from `read_chunk`
                     seen: dict[str, float], # the chunk's file-relative features, from `FileHistory.observe`
                    ) -> list[float]:
     "The 28 action-independent features of a chunk, in `FEATURE_NAMES` order without the history group."
-    code = code_metrics(text)
-    code[0], code[5] = seen["token_diversity"], seen["compress_novelty"]
-    return model_feats[:3] + [seen["loss_vs_file"]] + model_feats[3:] + code + [seen[n] for n in FEATURE_NAMES[26:]]
+    named = dict(zip(FEATURE_NAMES[group_slices()["code"]], code_metrics(text))) | dict(zip(MODEL_FEATURES, model_feats)) | seen
+    return [named[n] for n in static_names()]
 
 # %% ../nbs/05_policy_ppo.ipynb #797ea0d0
 class CacheSettings(LabModel):
@@ -524,16 +536,16 @@ def refresh_features(cache: OutcomeCache, # the cache to bring up to date, in pl
                      tokenizer, # the model's tokenizer
                      progress: bool = True, # show a progress bar
                     ) -> OutcomeCache:
-    "Recompute the text and file features of every file cached with version-1 features; the model features and outcomes stay."
+    "Recompute the text and file features of every file cached with an older features version; the model features and outcomes stay."
     s = cache.settings
     files = [f for part in ("test", "val", "train") for f in getattr(s.split, part) if cache.has(f)]
     for f in tqdm(files, desc="refresh features", disable=not progress):
         rec = cache.load(f)
         if rec.version == FEATURES_VERSION: continue
-        if rec.version != 1: raise CacheMismatchError(f"{f} has features of unknown version {rec.version}; rebuild the cache")
+        old = static_names(rec.version)  # where that version kept the model's 13 features
         chunks = _chunk_tensors(f, tokenizer, s.chunk_size, s.max_chunks)
         hist = FileHistory(len(chunks))
-        model = np.delete(rec.features[:, :14], 3, axis=1)  # version 1 had log_ppl_trend at 3
+        model = rec.features[:, [old.index(n) for n in MODEL_FEATURES]]
         feats = [static_features(model[i].tolist(), chunks[i][1], hist.observe(chunks[i][0], chunks[i][1], float(rec.loss[i])))
                  for i in range(rec.n)]
         cache.put(replace(rec, features=np.array(feats, np.float32).reshape(rec.n, 28), version=FEATURES_VERSION))
@@ -825,14 +837,21 @@ def fit_to_budget(rule: Callable[[float], Chooser], # knob -> chooser; a larger 
                  ) -> float:
     "The smallest knob in [lo, hi] whose unguarded rollout on `eps` costs at most `budget`, by bisection."
     budget = check_budget(budget)
+    def cost(knob: float) -> float:
+        with torch.no_grad(): return _COSTS[rollout(eps, rule(knob), budget).actions][eps.mask].mean().item()
+    return _bisect(cost, budget, lo, hi, steps)
+
+def _bisect(cost: Callable[[float], float], budget: float, lo: float, hi: float, steps: int) -> float:
+    "The smallest knob in [lo, hi] whose `cost` is at most `budget`, for a cost that falls as the knob grows."
     for _ in range(steps):
         mid = (lo + hi) / 2
-        with torch.no_grad(): cost = _COSTS[rollout(eps, rule(mid), budget).actions][eps.mask].mean().item()
-        lo, hi = (mid, hi) if cost > budget + 1e-9 else (lo, mid)
+        lo, hi = (mid, hi) if cost(mid) > budget + 1e-9 else (lo, mid)
     return hi
 
 class GainRegressor(nn.Module):
     "A ridge regression of each action's gain over SKIP on the 28 static features, acting by a price fitted to a budget."
+    bounds = (0.0, 10.0)  # where the price is searched
+
     def __init__(self):
         super().__init__()
         for k, v in (("mean", torch.zeros(28)), ("std", torch.ones(28)), ("weight", torch.zeros(29, len(ACTIONS))),
@@ -848,7 +867,7 @@ class GainRegressor(nn.Module):
         z = self._design(x)
         penalty = ridge * torch.eye(z.shape[1], dtype=z.dtype); penalty[-1, -1] = 0
         self.weight.copy_(torch.linalg.solve(z.T @ z + penalty, z.T @ y))
-        self.price.fill_(fit_to_budget(self._rule, eps, budget, 0.0, 10.0))
+        self.price.fill_(fit_to_budget(self._rule, eps, budget, *self.bounds))
         return self
 
     def _design(self, static: torch.Tensor) -> torch.Tensor:
@@ -860,11 +879,22 @@ class GainRegressor(nn.Module):
         "Predicted gain over SKIP of each action [..., 4] (SKIP's is 0)."
         return (self._design(static) @ self.weight.double()).float()
 
+    def scores(self, obs: torch.Tensor, # [N, 32] observations
+               allowed: torch.Tensor | None = None, # [N, 4] actions the guard allows
+              ) -> torch.Tensor:
+        "The predicted gains [N, 4] the priced rule acts on (-inf where not allowed)."
+        value = self(obs[:, _STATIC])
+        return value if allowed is None else value.masked_fill(~allowed, float("-inf"))
+
+    @staticmethod
+    def decide(scores: torch.Tensor, # [N, 4] predicted gains, -inf where an action is not allowed
+               price: float, # per unit of extra cost
+              ) -> torch.Tensor:
+        "The action with the largest predicted gain minus price x extra cost."
+        return (scores - price * _EXTRA).argmax(-1)
+
     def _rule(self, price: float) -> Chooser:
-        def choose(obs, allowed):
-            value = self(obs[:, _STATIC]) - price * _EXTRA
-            return value.masked_fill(~allowed, float("-inf")).argmax(-1)
-        return choose
+        return lambda obs, allowed: self.decide(self.scores(obs, allowed), price)
 
     def choose(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         "The allowed action with the largest predicted gain minus price x extra cost."
@@ -1169,6 +1199,8 @@ class PolicyEnsemble(nn.Module):
 
 class UpdateThreshold:
     "A trained policy acting by a threshold on its log-odds of updating, fitted so that its cost meets a budget."
+    bounds = (-50.0, 50.0)  # where the threshold is searched
+
     def __init__(self, policy: nn.Module, # a `PonderPolicy` or `PolicyEnsemble`
                  threshold: float = 0.0, # update when log((1 - p_SKIP) / p_SKIP) exceeds this
                 ):
@@ -1180,14 +1212,64 @@ class UpdateThreshold:
             budget: float, # allowed mean cost per chunk
            ) -> UpdateThreshold:
         "The threshold whose mean cost on `eps` meets `budget`."
-        return cls(policy, fit_to_budget(lambda t: cls(policy, t).choose, eps, budget, -50.0, 50.0))
+        return cls(policy, fit_to_budget(lambda t: cls(policy, t).choose, eps, budget, *cls.bounds))
+
+    @torch.no_grad()
+    def scores(self, obs: torch.Tensor, # [N, 32] observations
+               allowed: torch.Tensor | None = None, # [N, 4] actions the guard allows
+              ) -> torch.Tensor:
+        "The policy's action log-probabilities [N, 4] (over the allowed actions)."
+        return torch.log_softmax(self.policy(obs, allowed)[0], -1)
+
+    @staticmethod
+    def decide(logp: torch.Tensor, # [N, 4] action log-probabilities, -inf where an action is not allowed
+               threshold: float, # on the log-odds of updating
+              ) -> torch.Tensor:
+        "The most likely update where the log-odds of updating, log((1 - p_SKIP) / p_SKIP), exceed `threshold`, else SKIP."
+        odds = torch.logsumexp(logp[:, 1:], -1) - logp[:, 0]
+        return torch.where(odds > threshold, logp[:, 1:].argmax(-1) + 1, 0)
+
+    def choose(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        "The policy's most likely allowed update where its log-odds of updating exceed the threshold, else SKIP."
+        return self.decide(self.scores(obs, allowed), self.threshold)
+
+# %% ../nbs/05_policy_ppo.ipynb #30fd0494
+class BudgetPacer:
+    "A fitted one-knob rule whose knob is refitted before each decision so that the rule would have spent the budget on all it has seen."
+    def __init__(self, rule, # a fitted `GainRegressor` or `UpdateThreshold` (anything with `scores`, `decide` and `bounds`)
+                 budget: float, # allowed mean cost per chunk
+                 prior: torch.Tensor, # [M, 4] the rule's scores on the decisions of the files it was fitted on
+                 prior_weight: float = 200.0, # how many decisions the prior counts as, all its rows together
+                 steps: int = 30, # bisection steps per refit
+                ):
+        self.rule, self.budget, self.steps = rule, check_budget(budget), steps
+        self.seen, self.weight = [prior], [torch.full((len(prior),), prior_weight / max(1, len(prior)))]
+        self.knobs: list[float] = []
+
+    @classmethod
+    def around(cls, rule, # a fitted `GainRegressor` or `UpdateThreshold`
+               eps: Episodes, # the files it was fitted on
+               budget: float, # allowed mean cost per chunk
+               prior_weight: float = 200.0, # how many decisions the prior counts as
+              ) -> BudgetPacer:
+        "A pacer whose prior is `rule`'s scores on `eps`, as it acted there."
+        with torch.no_grad(): ro = rollout(eps, rule.choose, budget)
+        return cls(rule, budget, rule.scores(ro.obs[eps.mask]), prior_weight)
+
+    def knob(self) -> float:
+        "The knob at which the rule spends the budget on the prior and the decisions seen so far."
+        S, w = torch.cat(self.seen), torch.cat(self.weight)
+        return _bisect(lambda k: float((_COSTS[self.rule.decide(S, k)] * w).sum() / w.sum()), self.budget, *self.rule.bounds, self.steps)
 
     @torch.no_grad()
     def choose(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        "The policy's most likely allowed update where its log-odds of updating exceed the threshold, else SKIP."
-        logp = torch.log_softmax(self.policy(obs, allowed)[0], -1)
-        odds = torch.logsumexp(logp[:, 1:], -1) - logp[:, 0]
-        return torch.where(odds > self.threshold, logp[:, 1:].argmax(-1) + 1, 0)
+        "Decide the rows one at a time, in order, each with the knob refitted once it has joined the history."
+        out = torch.zeros(len(obs), dtype=torch.long)
+        for i in range(len(obs)):
+            self.seen.append(self.rule.scores(obs[i:i + 1])); self.weight.append(torch.ones(1))
+            self.knobs.append(self.knob())
+            out[i] = self.rule.decide(self.rule.scores(obs[i:i + 1], allowed[i:i + 1]), self.knobs[-1])[0]
+        return out
 
 # %% ../nbs/05_policy_ppo.ipynb #fa7d8ece
 def compare_methods(train: Episodes, # files the gate and the periodic schedule are fitted on
@@ -1196,6 +1278,7 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
                     policy: nn.Module | None = None, # a trained policy (or ensemble), scored with and without the guard
                     seed: int = 0, # seed of the random baselines
                     carry: float = 0.0, # the stream guard's allowance, in cost units
+                    prior_weight: float = 200.0, # the `BudgetPacer`'s prior weight, in decisions
                    ) -> list[MethodResult]:
     "Every baseline, the oracle and (if given) the policy, scored on `test` at `budget`; fitted rules are fitted on `train`."
     budget = check_budget(budget)
@@ -1212,7 +1295,8 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
              (f"threshold gate ({ACTIONS[gate.action]})", gate.actions(test)),
              ("threshold gate (guard)", guarded(gate.choose)),
              ("gain regressor (supervised)", rollout(test, reg.choose, budget).actions),
-             ("gain regressor (supervised, guard)", guarded(reg.choose))]
+             ("gain regressor (supervised, guard)", guarded(reg.choose)),
+             ("gain regressor (paced, guard)", guarded(BudgetPacer.around(reg, train, budget, prior_weight).choose))]
     if policy is not None:
         thr = UpdateThreshold.fit(policy, train, budget)
         runs += [("policy (guard)", greedy_actions(policy, test, budget, "stream", carry)),
@@ -1220,6 +1304,7 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
                  ("policy (sampled, guard)", sampled_actions(policy, test, budget, "stream", carry, seed)),
                  ("policy (sampled)", sampled_actions(policy, test, budget, "off", seed=seed)),
                  ("policy (fitted threshold, guard)", guarded(thr.choose)),
+                 ("policy (fitted threshold, paced, guard)", guarded(BudgetPacer.around(thr, train, budget, prior_weight).choose)),
                  ("policy (fitted threshold)", rollout(test, thr.choose, budget).actions)]
     runs.append(("oracle", oracle))
     return [score(test, acts, name, budget, og) for name, acts in runs]
@@ -1314,8 +1399,9 @@ def feature_overhead(model: nn.Module, # the causal LM
 
 # %% ../nbs/05_policy_ppo.ipynb #076b454e
 _BUDGETED = ("random best action", "random", "periodic", "threshold gate (guard)", "threshold gate",
-             "gain regressor (supervised, guard)", "gain regressor", "policy (guard)", "policy (no guard)",
-             "policy (sampled, guard)", "policy (sampled)", "policy (fitted threshold, guard)", "policy (fitted threshold)", "oracle")
+             "gain regressor (supervised, guard)", "gain regressor (paced, guard)", "gain regressor", "policy (guard)",
+             "policy (no guard)", "policy (sampled, guard)", "policy (sampled)", "policy (fitted threshold, guard)",
+             "policy (fitted threshold, paced, guard)", "policy (fitted threshold)", "oracle")
 
 def method_family(name: str) -> str:
     "The line a method belongs to on the Pareto plot ('fixed UPDATE_2' stays itself; budgeted methods are grouped)."
@@ -1377,6 +1463,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", default=None, help="policy file (default: <cache>/policy-b<budget>.pt if present)")
     e.add_argument("--part", default="test", choices=["val", "test"])
     e.add_argument("--carry", type=float, default=0.0, help="how far the stream guard may run ahead of the budget (cost units)")
+    e.add_argument("--prior-weight", type=float, default=200.0, help="the budget pacer's prior, in decisions")
     for q in (b, t, e):
         q.add_argument("--cache", default=None, help="outcome cache folder (default: the lab cache dir)")
         q.add_argument("--json", action="store_true", help="print one JSON line per result")
@@ -1422,7 +1509,7 @@ def _eval(a) -> dict:
     if a.policy and not path.exists(): raise CacheMismatchError(f"no policy at {str(path)!r}; run `tttlab ponder train` first")
     policy = TrainedPolicy.load(path).policy if path.exists() else None
     rows = compare_methods(Episodes.from_records(cache.episodes("train")), Episodes.from_records(cache.episodes(a.part)),
-                           budget, policy, carry=a.carry)
+                           budget, policy, carry=a.carry, prior_weight=a.prior_weight)
     return dict(command="eval", budget=budget, part=a.part, policy=str(path) if policy else None,
                 methods=[r.model_dump() for r in rows])
 
