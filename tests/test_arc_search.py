@@ -13,7 +13,8 @@ from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solv
 from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context,
                                GuideError, Obj, adapt_guide, colour_perm, attract_to_walls, extend_period, fill_by_symmetry, fit_blocks, fit_count,
                                fit_fill_holes, fit_local_rule, fit_mosaic, fit_attract, fit_object_recolour, fit_panel_rule, fit_pieces,
-                               fit_periodic, fit_resize, fit_rays, draw_rays, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
+                               fit_periodic, fit_resize, fit_rays, draw_rays, fit_stamps, fit_moves, fit_templates, stamp_objects,
+                               move_objects, select_objects, complete_templates, MOVES, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
                                overlay_rule, search,
                                solve_main, task_context, train_guide_main)
 
@@ -164,6 +165,30 @@ def test_attract_to_walls_is_total_and_moves_no_more_than_it_has(g, bg, keep):
     assert out.shape == g.shape and (out != bg).sum() <= (g != bg).sum()  # cells move (or vanish), none is created
 
 
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), multi=st.booleans(), who=st.sampled_from(["all", "largest", "others", "colour 1", "colour 2"]),
+       how=st.sampled_from(MOVES), anchor=st.sampled_from([None, "largest", "colour 3"]), keep=st.booleans())
+def test_object_moves_are_total_and_keep_the_cells(g, bg, multi, who, how, anchor, keep):
+    objs = objects(g, bg, multi, True)
+    out = move_objects(g, objs, who, how, anchor, keep)
+    if out is None: return
+    as_grid(out)
+    assert out.shape == g.shape
+    if not keep: assert (out != bg).sum() == (g != bg).sum()  # a move puts every cell somewhere free: none is lost or made
+    assert all(any(o is p for p in objs) for o in select_objects(objs, who))
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), turned=st.booleans(), radius=st.integers(-3, 3))
+def test_stamps_and_templates_are_total(g, bg, turned, radius):
+    out = complete_templates(g, bg, ("id", "rot90", "flip_lr") if turned else ("id",))
+    if out is not None: as_grid(out); assert out.shape == g.shape and ((out == g) | (g == bg)).all()  # only background is painted
+    objs = objects(g, bg, False, False)
+    stamps = {(o.colours.tobytes(), o.mask.shape): {(radius, -radius): 7, (0, 0): 5} for o in objs}
+    out = stamp_objects(g, objs, [(o.colours.tobytes(), o.mask.shape) for o in objs], stamps)
+    if out is not None: as_grid(out); assert out.shape == g.shape
+
+
 @pytest.mark.parametrize("name,tid", [("slide_to_smallest", "05f2a901"), ("stamp_at_markers", "88a10436"), ("connect_diag", "1f876c06")])
 def test_relation_primitives_solve_real_training_tasks(name, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
@@ -180,7 +205,9 @@ _patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s d
                                         (fit_object_recolour, "810b9b61"), (fit_panel_rule, "cf98881b"), (fit_blocks, "cce03e0d"),
                                         (normalised(_patient_local_rule), "025d127b"), (fit_rays, "ded97339"), (fit_periodic, "05269061"),
                                         (fit_panel_rule, "75b8110e"), (normalised(fit_panel_rule), "bc1d5164"), (fit_resize, "d10ecb37"),
-                                        (fit_object_recolour, "9edfc990"), (fit_pieces, "8efcae92"), (fit_attract, "1a07d186")])
+                                        (fit_object_recolour, "9edfc990"), (fit_pieces, "8efcae92"), (fit_attract, "1a07d186"),
+                                        (fit_stamps, "0ca9ddb6"), (fit_stamps, "95990924"), (fit_moves, "a48eeaf7"),
+                                        (fit_moves, "5521c0d9"), (fit_templates, "36d67576")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))

@@ -34,30 +34,32 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
                              tasks_from_args, task_solved)
 
 # %% auto #0
-__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'FITTERS_ROOT', 'FITTERS_STATE', 'FITTERS_COMPOSE', 'FITTERS_NORMALISED',
-           'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive', 'valid',
-           'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose', 'shift_up',
-           'shift_down', 'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border', 'top_half',
-           'bottom_half', 'left_half', 'right_half', 'drop_empty_lines', 'period_tile', 'dedupe_lines', 'tile_2x2',
-           'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse',
-           'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major',
-           'erase_minor', 'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1',
-           'minor_1x1', 'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
-           'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour',
-           'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest',
-           'drop_singletons', 'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes',
-           'outline_bboxes', 'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size',
-           'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4',
-           'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
-           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays',
-           'shoot_cross', 'connect_diag', 'halves', 'task_context', 'values_key', 'colour_fit', 'match_score', 'Found',
-           'SearchResult', 'run_program', 'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize',
-           'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry',
-           'fit_fill_holes', 'extend_period', 'fit_periodic', 'pieces', 'fit_pieces', 'fit_object_recolour',
-           'colour_perm', 'normalised', 'fit_blocks', 'fit_rays', 'attract_to_walls', 'fit_attract', 'overlay_rule',
-           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
-           'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
-           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'MOVES', 'FITTERS_ROOT', 'FITTERS_STATE', 'FITTERS_COMPOSE',
+           'FITTERS_NORMALISED', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive',
+           'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose',
+           'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border',
+           'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines', 'period_tile', 'dedupe_lines',
+           'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron',
+           'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor',
+           'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new',
+           'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row',
+           'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'cells_between_lines',
+           'paint', 'crop_unique_colour', 'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest',
+           'drop_largest', 'drop_smallest', 'drop_singletons', 'recolour_largest', 'recolour_smallest',
+           'recolour_by_size', 'fill_bboxes', 'outline_bboxes', 'count_objs_row', 'count_objs_col',
+           'objs_without_singletons', 'objs_by_size', 'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud',
+           'complete_diag', 'complete_rot', 'complete_4', 'fall_down', 'fall_up', 'fall_right', 'fall_left',
+           'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h', 'rays_v', 'connect_h', 'connect_v',
+           'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross', 'connect_diag', 'halves',
+           'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search',
+           'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
+           'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'extend_period',
+           'fit_periodic', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
+           'fit_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'select_objects',
+           'move_objects', 'fit_moves', 'complete_templates', 'fit_templates', 'overlay_rule', 'pair_tensors', 'Guide',
+           'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
+           'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main',
+           'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -1679,6 +1681,172 @@ def fit_attract(cands, targets, tests, ctx) -> list[Fit]:
             if all(p is not None for p in preds): return [Fit(f"attract_to_walls[{'strays kept' if keep else 'strays erased'}]", preds)]
     return []
 
+# %% ../nbs/06b_arc_search.ipynb #a2b00002
+def _stamp_key(o: Obj, by: str) -> tuple:
+    "What makes two objects the same kind: their exact colours and mask (object) or only their mask (shape)."
+    return (o.colours.tobytes(), o.mask.shape) if by == "object" else o.mask.shape + (o.mask.tobytes(),)
+
+def stamp_objects(g: Grid, # the grid
+                  objs: Sequence[Obj], # its objects
+                  keys: Sequence[tuple], # each object's kind
+                  stamps: dict[tuple, dict[tuple[int, int], int]], # per kind: offset from the box corner -> colour
+                 ) -> Grid | None:
+    "Every object paints its kind's stamp over the background around it and over itself; None when a kind has no stamp."
+    out, (h, w) = g.copy(), g.shape
+    for o, k in zip(objs, keys):
+        if k not in stamps: return None
+        own = _footprint([o], g.shape)
+        for (dy, dx), col in stamps[k].items():
+            y, x = o.top + dy, o.left + dx
+            if 0 <= y < h and 0 <= x < w and (g[y, x] == o.bg or own[y, x]): out[y, x] = col
+    return valid(out)
+
+def _learn_stamps(cands, targets, objs, keys, bg: int, radius: int) -> dict:
+    "Per kind of object, the most frequent output colour at each offset of its box grown by `radius`, over the cells it may paint."
+    seen: dict = {}
+    for c, t, os_, ks in zip(cands, targets, objs, keys):
+        for o, k in zip(os_, ks):
+            (oh, ow), st = o.mask.shape, seen.setdefault(k, {})
+            for dy, dx in itertools.product(range(-radius, oh + radius), range(-radius, ow + radius)):
+                y, x = o.top + dy, o.left + dx
+                if not (0 <= y < c.shape[0] and 0 <= x < c.shape[1]): continue
+                if c[y, x] == bg or (0 <= dy < oh and 0 <= dx < ow and o.mask[dy, dx]):
+                    st.setdefault((dy, dx), Counter())[int(t[y, x])] += 1
+    return {k: {d: cnt.most_common(1)[0][0] for d, cnt in st.items()} for k, st in seen.items()}
+
+def fit_stamps(cands, targets, tests, ctx) -> list[Fit]:
+    "Each object paints a pattern around itself (and may recolour itself), learned per kind of object from the demonstrations."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for mode, (multi, diag) in {"colour": (False, False), "multi8": (True, True)}.items():
+        objs = [objects(g, ctx.bg, multi, diag) for g in grids]
+        if not all(1 <= len(o) <= 40 for o in objs): continue
+        for by, radius in itertools.product(("object", "shape"), (1, 2, 3)):
+            keys = [[_stamp_key(o, by) for o in os_] for os_ in objs]
+            stamps = _learn_stamps(cands, targets, objs, keys, ctx.bg, radius)
+            outs = [stamp_objects(g, os_, ks, stamps) for g, os_, ks in zip(grids, objs, keys)]
+            if any(len(os_) == 1 and os_[0].mask.shape[0] + 2 * radius >= c.shape[0] + 2 and os_[0].mask.shape[1] + 2 * radius >= c.shape[1] + 2
+                   for os_, c in zip(objs, cands)): continue  # the one object's stamp covers the whole grid: it would only memorise the output
+            if all(o is not None for o in outs) and _same_all(outs[:n], targets):
+                _vote(votes, outs[n:], f"stamps[{mode},{by},r{radius}]")
+                break  # the smallest radius that explains the demonstrations
+    return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #a2b00006
+def _fits_at(canvas: Grid, o: Obj, y: int, x: int) -> bool:
+    "Whether object `o` with its box corner at (y, x) lies inside the canvas, on background only."
+    h, w = o.mask.shape
+    if y < 0 or x < 0 or y + h > canvas.shape[0] or x + w > canvas.shape[1]: return False
+    return bool((canvas[y:y + h, x:x + w][o.mask] == o.bg).all())
+
+def _toward(o: Obj, a: Obj) -> tuple[int, int]:
+    "The step (dy, dx) from object `o` toward object `a`; 0 on an axis where their boxes overlap."
+    def sign(lo, n, alo, an): return 0 if lo < alo + an and alo < lo + n else (1 if alo >= lo + n else -1)
+    return sign(o.top, o.mask.shape[0], a.top, a.mask.shape[0]), sign(o.left, o.mask.shape[1], a.left, a.mask.shape[1])
+
+def select_objects(objs: Sequence[Obj], # the objects of a grid
+                   who: str, # "all", "largest", "others" (all but the largest) or "colour c" (those with colour c)
+                  ) -> list[Obj]:
+    "The objects a selector names; the largest must be unique."
+    if who == "all": return list(objs)
+    if who.startswith("colour "): return [o for o in objs if (o.colours[o.mask] == int(who[7:])).any()]
+    sizes = sorted((o.size for o in objs), reverse=True)
+    if len(sizes) > 1 and sizes[0] == sizes[1]: return []
+    return [o for o in objs if (o.size == sizes[0]) == (who == "largest")]
+
+MOVES = (*(f"slide:{d}" for d in _EIGHT_DIRS), *(f"jump:{d}" for d in _EIGHT_DIRS), "toward", "step")  # how movers move
+
+def move_objects(g: Grid, # the grid
+                 objs: Sequence[Obj], # its objects
+                 movers: str, # which objects move (a `select_objects` selector)
+                 how: str, # one of MOVES: slide until blocked, jump by their own size, go toward the anchor until blocked, or one step toward it
+                 anchor: str | None = None, # the one object "toward" and "step" head for (a selector)
+                 keep: bool = False, # copy: the movers also stay where they were (where nothing landed)
+                ) -> Grid | None:
+    "The grid after the movers moved, the ones in front first; None when there are no movers or one lands off the grid or on an object."
+    mov = select_objects(objs, movers)
+    anch = [o for o in select_objects(objs, anchor) if all(o is not m for m in mov)] if anchor else []
+    if not mov or (how in ("toward", "step") and len(anch) != 1): return None
+    canvas = g.copy()
+    canvas[_footprint(mov, g.shape)] = mov[0].bg
+    kind, _, d = how.partition(":")
+    steps = [_EIGHT_DIRS[d] if d else _toward(o, anch[0]) for o in mov]
+    for i in sorted(range(len(mov)), key=lambda i: -(mov[i].top * steps[i][0] + mov[i].left * steps[i][1])):
+        o, (dy, dx) = mov[i], steps[i]
+        y, x = o.top, o.left
+        if kind != "jump" and not _fits_at(canvas, o, y, x): return None  # a mover already in the way
+        if kind == "jump": y, x = y + dy * o.mask.shape[0], x + dx * o.mask.shape[1]
+        elif kind == "step":
+            if (dy, dx) != (0, 0) and _fits_at(canvas, o, y + dy, x + dx): y, x = y + dy, x + dx
+        elif (dy, dx) != (0, 0):
+            while _fits_at(canvas, o, y + dy, x + dx): y, x = y + dy, x + dx
+        if not _fits_at(canvas, o, y, x): return None
+        canvas[y:y + o.mask.shape[0], x:x + o.mask.shape[1]][o.mask] = o.colours[o.mask]
+    if keep:  # a copy: the originals stay where nothing landed
+        free = canvas == mov[0].bg
+        canvas[free] = g[free]
+    return valid(canvas)
+
+def fit_moves(cands, targets, tests, ctx) -> list[Fit]:
+    "Objects (all, of one colour, or all but the largest) moved or copied: slid until blocked, jumped by their size, or drawn toward an anchor."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grows = [colour_counts(t) - colour_counts(c) for c, t in zip(cands, targets)]
+    keeps = [k for k, ok in ((False, all((d == 0).all() for d in grows)), (True, all((np.delete(d, ctx.bg) >= 0).all() for d in grows))) if ok]
+    if not keeps: return []  # a move keeps every colour's count and a copy only adds: neither fits
+    colours = [f"colour {c}" for c in sorted(set.intersection(*(set(np.unique(g).tolist()) for g in cands)) - {ctx.bg})]
+    votes: dict = {}
+    for multi in (False, True):
+        objs = [objects(g, ctx.bg, multi, True) for g in list(cands) + list(tests)]
+        if not all(1 <= len(o) <= 40 for o in objs): continue
+        rules = [(who, how, None) for who in ("all", "others", *colours) for how in MOVES[:-2]]
+        rules += [(who, how, a) for how in MOVES[-2:] for who, anchors in [("others", ["largest"])] + [(c, colours + ["largest"]) for c in colours]
+                  for a in anchors if a != who]
+        for (who, how, anchor), keep in itertools.product(rules, keeps):
+            fn = lambda g, os_: move_objects(g, os_, who, how, anchor, keep)
+            if all((q := fn(c, os_)) is not None and np.array_equal(q, t) for c, t, os_ in zip(cands, targets, objs)):
+                preds = [fn(g, os_) for g, os_ in zip(tests, objs[len(cands):])]
+                if all(p is not None for p in preds):
+                    _vote(votes, preds, f"{'copy' if keep else 'move'}[{who}:{how}{'' if anchor is None else ' ' + anchor}{',multi' if multi else ''}]")
+        if votes: break
+    return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #a2b0000a
+def complete_templates(g: Grid, # the grid
+                       bg: int, # its background colour
+                       turns: Sequence[str], # the symmetries of the square (names in `_D4`) a copy may take
+                      ) -> Grid | None:
+    "The largest object is a template: every other object grows into the one turned copy of it that contains it; None when a part fits no copy or several."
+    objs = objects(g, bg, True, True)
+    if not 2 <= len(objs) <= 30: return None
+    tpl, runner_up = sorted(objs, key=lambda o: -o.size)[:2]
+    if tpl.size == runner_up.size: return None  # no single template
+    copies = [(_D4[n](tpl.colours), _D4[n](tpl.mask)) for n in turns]
+    out, (h, w) = g.copy(), g.shape
+    for o in objs:
+        if o is tpl: continue
+        (oh, ow), places = o.mask.shape, {}
+        for c, m in copies:
+            for dy, dx in itertools.product(range(c.shape[0] - oh + 1), range(c.shape[1] - ow + 1)):
+                y, x = o.top - dy, o.left - dx
+                if y < 0 or x < 0 or y + c.shape[0] > h or x + c.shape[1] > w: continue
+                if m[dy:dy + oh, dx:dx + ow][o.mask].all() and (c[dy:dy + oh, dx:dx + ow][o.mask] == o.colours[o.mask]).all():
+                    places[(y, x, grid_key(np.where(m, c, -1)))] = (c, m)
+        if len(places) != 1: return None  # no copy contains it, or several do
+        (y, x, _), (c, m) = places.popitem()
+        view = out[y:y + c.shape[0], x:x + c.shape[1]]
+        view[m & (view == bg)] = c[m & (view == bg)]
+    return valid(out)
+
+def fit_templates(cands, targets, tests, ctx) -> list[Fit]:
+    "Partial copies of the largest object completed, as is or turned, when that redraws every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # completing only paints the background
+    for name, turns in {"as is": ("id",), "turned": tuple(_D4)}.items():
+        if all((q := complete_templates(c, ctx.bg, turns)) is not None and np.array_equal(q, t) for c, t in zip(cands, targets)):
+            preds = [complete_templates(g, ctx.bg, turns) for g in tests]
+            if all(p is not None for p in preds): return [Fit(f"complete_templates[{name}]", preds)]
+    return []
+
 # %% ../nbs/06b_arc_search.ipynb #1dc863aa
 def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the demonstration grids, then the test grids; states[0] is the input
                  targets: Sequence[Grid], # the demonstration outputs
@@ -1716,9 +1884,9 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays, fit_periodic, fit_attract)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays, fit_periodic, fit_attract, fit_stamps, fit_moves, fit_templates)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
-FITTERS_COMPOSE = FITTERS_STATE + FITTERS_ROOT[1:4] + FITTERS_ROOT[5:]  # on the best states when the search found nothing (and the local rule on a few)
+FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
 
 # %% ../nbs/06b_arc_search.ipynb #4be172b2
