@@ -14,10 +14,10 @@ from transformers import AutoTokenizer
 
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
-from tttlab.policy_ppo import (COSTS, FEATURES_VERSION, MODEL_FEATURES, BudgetError, BudgetPacer, CacheMismatchError, CacheSettings,
-                               EmptyCorpusError, FileHistory, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
+from tttlab.policy_ppo import (COSTS, TrainedPolicy, greedy_actions, FEATURES_VERSION, MODEL_FEATURES, BudgetError, BudgetPacer, CacheMismatchError, CacheSettings,
+                               EmptyCorpusError, FileHistory, GainRanker, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
-                               build_cache, check_budget, compare_methods, cross_validated_actions, feature_overhead,
+                               build_cache, check_budget, compare_methods, cross_validated_actions, cross_validated_scores, feature_overhead,
                                file_outcomes, fit_to_budget, fixed_chooser, guard_mode, learning_start,
                                main, noise_ceiling, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
                                refresh_features, run_online, score, source_files, split_corpus, static_names, stdlib_root, suffix_loss,
@@ -230,6 +230,36 @@ def test_gain_regressor_recovers_a_linear_rule():
     with pytest.raises(PonderError, match="folds"): cross_validated_actions(eps, 2.0, folds=41)
 
 
+def test_gain_ranker_recovers_a_linear_rule():
+    "Gains linear in one feature: the listwise scores follow the gains, and the priced rule nearly matches the oracle."
+    eps = synthetic_episodes(40, 5, seed=3)
+    x = eps.static[..., 1]
+    eps.outcome = eps.outcome[..., :1] - 0.01 * (x - x.min())[..., None] * torch.tensor([0.0, 1.0, 2.0, 3.0])
+    rank = GainRanker().fit(eps, 2.0, top=0.2, decay=1e-4, steps=500)
+    pred, true = rank(eps.static)[eps.mask][:, 3], eps.gain()[eps.mask][:, 3]
+    assert np.corrcoef(pred.numpy(), true.numpy())[0, 1] > 0.9  # the target cares for the top share, not the order below it
+    orc = score(eps, oracle_actions(eps, 2.0), "oracle")
+    got = score(eps, rollout(eps, rank.choose, 2.0).actions, "ranker", budget=2.0, oracle_gain=orc.gain)
+    assert got.recovery > 0.9 and got.cost <= 2.0 + 1e-6
+    sc = cross_validated_scores(eps, 2.0, folds=4, make=lambda e: GainRanker().fit(e, 2.0, top=0.2, decay=1e-4))
+    assert sc.shape == eps.mask.shape + (4,) and score(eps, sc.argmax(-1) * eps.mask, "cv", oracle_gain=orc.gain).recovery > 0.8
+    assert torch.equal(cross_validated_actions(eps, 2.0, folds=4), cross_validated_scores(eps, 2.0, folds=4).argmax(-1) * eps.mask)
+    with pytest.raises(PonderError, match="top share"): GainRanker().fit(eps, 2.0, top=1.5)
+
+
+def test_policy_with_a_prior_starts_as_the_prior_and_saves_it(tmp_path):
+    train, val = synthetic_episodes(60, 6, seed=0), synthetic_episodes(30, 6, seed=1)
+    for model in (GainRegressor().fit(train, 1.5), GainRanker().fit(train, 1.5, top=0.2)):
+        start = PonderPolicy(hidden=8, prior=model, temperature=0.02).fit_normaliser(train)
+        assert torch.equal(greedy_actions(start, val, 1.5, "off"), rollout(val, model.choose, 1.5).actions)
+    with pytest.raises(PonderError, match="positive"): PonderPolicy(prior=model, temperature=-1.0)
+    tp = train_policy(train, val, PPOConfig(budget=1.5, iterations=3, repeats=2, prior="ranker", prior_temperature=0.02), progress=False)
+    assert "prior.weight" in tp.policy.state_dict() and not any(n.startswith("prior") for n, _ in tp.policy.named_parameters())
+    back = TrainedPolicy.load(tp.save(tmp_path / "p.pt"))
+    assert back.config.prior == "ranker" and torch.equal(greedy_actions(back.policy, val, 1.5), greedy_actions(tp.policy, val, 1.5))
+    with pytest.raises(ValueError): PPOConfig(prior="forest")
+
+
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), signal=st.floats(0.01, 0.05), noise=st.floats(0.01, 0.08), h=st.sampled_from([2, 4, 8]))
 def test_noise_ceiling_matches_a_simulation(seed, signal, noise, h):
@@ -345,6 +375,10 @@ def test_cli_end_to_end(tok, tmp_path):
     guarded = next(m for m in table["methods"] if m["method"] == "policy (guard)")
     assert guarded["over_budget"] <= 1e-6  # the stream guard without carry never overspends
     assert all({"cost", "loss", "recovery"} <= set(m) for m in table["methods"])
+    primed = str(tmp_path / "primed.pt")  # a policy that starts from the gain regressor, trained and evaluated by the CLI
+    rc, _, _ = run("train", "--budget", "2", "--iterations", "2", "--repeats", "2", "--prior", "regressor", "--out", primed)
+    rc2, out, _ = run("eval", "--budget", "2", "--policy", primed)
+    assert rc == rc2 == 0 and json.loads(out[-1])["policy"] == primed
     for args, msg in ((("train", "--budget", "0"), "positive"), (("eval", "--budget", "0.5"), "below the cost"),
                       (("eval", "--budget", "2", "--policy", str(tmp_path / "none.pt")), "no policy")):
         rc, _, err = run(*args)

@@ -44,11 +44,11 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout',
            'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share', 'random_actions', 'best_random_action',
            'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'periodic_actions', 'best_periodic',
-           'fit_to_budget', 'GainRegressor', 'cross_validated_actions', 'target_reliability', 'noise_ceiling',
-           'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions',
-           'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble', 'UpdateThreshold', 'BudgetPacer',
-           'compare_methods', 'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead',
-           'method_family', 'pareto_figure', 'default_cache_root', 'main']
+           'fit_to_budget', 'GainRegressor', 'cross_validated_scores', 'cross_validated_actions', 'GainRanker',
+           'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
+           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
+           'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult', 'run_online',
+           'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -900,23 +900,66 @@ class GainRegressor(nn.Module):
         "The allowed action with the largest predicted gain minus price x extra cost."
         return self._rule(float(self.price))(obs, allowed)
 
+def cross_validated_scores(eps: Episodes, # all the files
+                           budget: float, # allowed mean cost per chunk
+                           folds: int = 10, # folds of files
+                           ridge: float = 100.0, # the regression's penalty (when `make` is None)
+                           seed: int = 0, # seed of the assignment of files to folds
+                           make: Callable[[Episodes], GainRegressor] | None = None, # fits a gain model and its price on some files; None for a `GainRegressor`
+                          ) -> torch.Tensor:
+    "Each file's priced predicted gains [E, T, 4] (gain minus price x extra cost), from a model and price fitted on the other folds."
+    E = eps.mask.shape[0]
+    if not 2 <= folds <= E: raise PonderError(f"{folds} folds for {E} files; use between 2 and the number of files")
+    make = make or (lambda e: GainRegressor().fit(e, budget, ridge))
+    fold = torch.empty(E, dtype=torch.long)
+    fold[torch.randperm(E, generator=torch.Generator().manual_seed(seed))] = torch.arange(E) % folds
+    out = torch.zeros(eps.mask.shape + (len(ACTIONS),))
+    for k in range(folds):
+        fit_on, held = (fold != k).nonzero()[:, 0], (fold == k).nonzero()[:, 0]
+        model = make(eps.select(fit_on))
+        out[held] = model(eps.static[held]) - float(model.price) * _EXTRA
+    return out
+
 def cross_validated_actions(eps: Episodes, # all the files
                             budget: float, # allowed mean cost per chunk
                             folds: int = 10, # folds of files
-                            ridge: float = 100.0, # the regression's penalty
+                            ridge: float = 100.0, # the regression's penalty (when `make` is None)
                             seed: int = 0, # seed of the assignment of files to folds
+                            make: Callable[[Episodes], GainRegressor] | None = None, # fits a gain model and its price; None for a `GainRegressor`
                            ) -> torch.Tensor:
-    "The `GainRegressor`'s decisions on every file, each fold's decided by a regression and price fitted on the other folds."
-    E = eps.mask.shape[0]
-    if not 2 <= folds <= E: raise PonderError(f"{folds} folds for {E} files; use between 2 and the number of files")
-    fold = torch.empty(E, dtype=torch.long)
-    fold[torch.randperm(E, generator=torch.Generator().manual_seed(seed))] = torch.arange(E) % folds
-    out = torch.zeros(eps.mask.shape, dtype=torch.long)
-    for k in range(folds):
-        fit_on, held = (fold != k).nonzero()[:, 0], (fold == k).nonzero()[:, 0]
-        reg = GainRegressor().fit(eps.select(fit_on), budget, ridge)
-        out[held] = rollout(eps.select(held), reg.choose, budget).actions
-    return out
+    "The priced decisions on every file of a gain model (the `GainRegressor` by default) fitted, with its price, on the other folds."
+    return cross_validated_scores(eps, budget, folds, ridge, seed, make).argmax(-1) * eps.mask
+
+# %% ../nbs/05_policy_ppo.ipynb #1a2b2aa7
+class GainRanker(GainRegressor):
+    "The gain regressor's linear scores trained to put each update's largest gains on top (listwise), read back in nats."
+    def fit(self, eps: Episodes, # the training files
+            budget: float, # allowed mean cost per chunk
+            top: float = 0.1, # share of the decisions, by each update's gain, the listwise target spreads over
+            decay: float = 0.3, # L2 penalty on the standardised features' weights
+            steps: int = 300, # full-batch Adam steps per update
+            lr: float = 0.05, # Adam's step size
+           ) -> GainRanker:
+        "Fit each update's score by a softmax over all decisions against its top gains, a line from score to gain, then the price."
+        x, y = eps.static[eps.mask].double(), eps.gain()[eps.mask].double()
+        if not 0 < top <= 1: raise PonderError(f"a top share of {top}; pass one in (0, 1]")
+        self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0).clamp_min(1e-6))
+        z, k = self._design(x).float(), max(1, round(top * len(x)))
+        weight = torch.zeros(z.shape[1], len(ACTIONS), dtype=torch.float64)
+        for a in range(1, len(ACTIONS)):
+            target = torch.zeros(len(z)).index_fill_(0, y[:, a].topk(k).indices, 1.0 / k)
+            v = torch.zeros(z.shape[1], requires_grad=True)
+            opt = torch.optim.Adam([v], lr=lr)
+            for _ in range(steps):
+                loss = -(target * torch.log_softmax(z @ v, 0)).sum() + decay * v[:-1].pow(2).sum()  # the intercept is free
+                opt.zero_grad(); loss.backward(); opt.step()
+            s = (z @ v).detach().double()
+            slope, icpt = np.polyfit(s.numpy(), y[:, a].numpy(), 1)  # the score read as a gain in nats
+            weight[:, a] = v.detach().double() * slope
+            weight[-1, a] += icpt
+        self.weight.copy_(weight)
+        self.price.fill_(fit_to_budget(self._rule, eps, budget, *self.bounds))
+        return self
 
 # %% ../nbs/05_policy_ppo.ipynb #c253ecb5
 def target_reliability(gains: np.ndarray, # [N, H] an update's gain on each of the H chunks after each decision
@@ -945,6 +988,8 @@ class PonderPolicy(nn.Module):
     "MLP actor over the 32 features, with a reward-and-cost value head."
     def __init__(self, hidden: int = 64, # width of the two hidden layers
                  groups: Sequence[str] | None = None, # feature groups the policy may see; None for all six
+                 prior: GainRegressor | None = None, # a fitted gain model whose priced gains, over `temperature`, are added to the logits
+                 temperature: float = 0.01, # nats of priced gain per unit of logit
                 ):
         super().__init__()
         groups = list(FEATURE_GROUPS) if groups is None else list(groups)
@@ -958,7 +1003,11 @@ class PonderPolicy(nn.Module):
         self.register_buffer("std", torch.ones(N_FEATURES))
         self.body = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.actor, self.value = nn.Linear(hidden, len(ACTIONS)), nn.Linear(hidden, 2)
-        nn.init.zeros_(self.actor.weight); nn.init.zeros_(self.actor.bias)  # start uniform over actions
+        nn.init.zeros_(self.actor.weight); nn.init.zeros_(self.actor.bias)  # start uniform over actions (or as the prior)
+        self.prior = prior
+        if prior is not None:
+            if not temperature > 0: raise PonderError(f"a prior temperature of {temperature}; pass a positive one (nats per logit)")
+            self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def start_at_budget(self, budget: float, # allowed mean cost per chunk
                        ) -> PonderPolicy:
@@ -984,6 +1033,7 @@ class PonderPolicy(nn.Module):
         "Action logits [..., 4] (disallowed ones at -inf) and values [..., 2] (gain, cost)."
         h = self.body((obs - self.mean) / self.std * self.keep)
         logits = self.actor(h)
+        if self.prior is not None: logits = logits + (self.prior(obs[..., _STATIC]) - self.prior.price * _EXTRA) / self.temperature
         if allowed is not None: logits = logits.masked_fill(~allowed, float("-inf"))
         return logits, self.value(h)
 
@@ -1041,6 +1091,8 @@ class PPOConfig(LabModel):
     groups: list[str] = Field(default_factory=lambda: list(FEATURE_GROUPS), description="feature groups seen")
     eval_every: int = Field(5, gt=0, description="iterations between validation checks")
     warm_start: int = Field(0, ge=0, description="steps imitating the gain regressor's priced decisions before PPO; 0 for none")
+    prior: Literal["none", "regressor", "ranker"] = Field("none", description="a gain model fitted on the training files that the actor's logits start from; 'none' starts at the budget")
+    prior_temperature: float = Field(0.01, gt=0, description="the prior's nats of priced gain per unit of logit")
     seed: int = 0
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
@@ -1074,7 +1126,7 @@ class TrainedPolicy:
         if not Path(path).exists(): raise CacheMismatchError(f"no policy at {str(path)!r}; run `tttlab ponder train` first")
         blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg = PPOConfig(**blob["config"])
-        pol = PonderPolicy(cfg.hidden, cfg.groups)
+        pol = PonderPolicy(cfg.hidden, cfg.groups, GainRegressor() if cfg.prior != "none" else None, cfg.prior_temperature)
         pol.load_state_dict(blob["state"])
         return cls(pol.eval(), cfg, blob["history"])
 
@@ -1136,7 +1188,9 @@ def train_policy(train: Episodes, # training files
 def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool) -> TrainedPolicy:
     budget = check_budget(cfg.budget)
     torch.manual_seed(cfg.seed)
-    policy = PonderPolicy(cfg.hidden, cfg.groups).fit_normaliser(train).start_at_budget(budget)
+    prior = None if cfg.prior == "none" else {"regressor": GainRegressor, "ranker": GainRanker}[cfg.prior]().fit(train, budget)
+    policy = PonderPolicy(cfg.hidden, cfg.groups, prior, cfg.prior_temperature).fit_normaliser(train)
+    if prior is None: policy.start_at_budget(budget)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.warm_start: imitate(policy, opt, GainRegressor().fit(train, budget).choose, train, budget, cfg.warm_start)
     pid = PIDLagrangian(cfg.kp, cfg.ki, cfg.kd, cfg.pid_delay)
