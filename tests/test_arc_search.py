@@ -15,6 +15,9 @@ from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, 
                                fit_fill_holes, fit_local_rule, fit_mosaic, fit_attract, fit_object_recolour, fit_panel_rule, fit_pieces,
                                fit_periodic, fit_resize, fit_rays, draw_rays, fit_stamps, fit_moves, fit_templates, stamp_objects,
                                move_objects, select_objects, complete_templates, MOVES, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
+                               ANCHORS, EXTEND_MODES, act_on_cells, cell_keys, colour_order, extend_canvas, fill_placeholders, fit_cell_actions,
+                               fit_cell_copies, fit_cell_summary, fit_colour_order, fit_extend, fit_line_modes, fit_placeholders, fit_scale_count, line_modes,
+                               copy_cells, partition, periods, shape_rules, summarise_cells,
                                overlay_rule, search,
                                solve_main, task_context, train_guide_main)
 
@@ -207,12 +210,63 @@ _patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s d
                                         (fit_panel_rule, "75b8110e"), (normalised(fit_panel_rule), "bc1d5164"), (fit_resize, "d10ecb37"),
                                         (fit_object_recolour, "9edfc990"), (fit_pieces, "8efcae92"), (fit_attract, "1a07d186"),
                                         (fit_stamps, "0ca9ddb6"), (fit_stamps, "95990924"), (fit_moves, "a48eeaf7"),
-                                        (fit_moves, "5521c0d9"), (fit_templates, "36d67576")])
+                                        (fit_moves, "5521c0d9"), (fit_templates, "36d67576"), (fit_extend, "53b68214"),
+                                        (fit_extend, "963e52fc"), (fit_scale_count, "b91ae062"), (fit_blocks, "c3e719e8"),
+                                        (fit_placeholders, "321b1fc6"), (fit_placeholders, "e76a88a6"), (fit_cell_summary, "780d0b14"),
+                                        (fit_cell_summary, "9f236235"), (fit_cell_actions, "29623171"), (fit_line_modes, "e26a3af2"),
+                                        (fit_cell_copies, "8e5a5113"), (fit_cell_copies, "c444b776"), (fit_colour_order, "4be741c5")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
     assert rules and task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
     assert task_solved(search(t, time_budget=2).attempts, t.test_outputs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), grow=st.tuples(st.integers(0, 8), st.integers(0, 8)), anchor=st.sampled_from(sorted(ANCHORS)),
+       mode=st.sampled_from(EXTEND_MODES))
+def test_extend_canvas_is_total_and_keeps_the_input_in_place(g, bg, grow, anchor, mode):
+    shape = (min(30, g.shape[0] + grow[0]), min(30, g.shape[1] + grow[1]))
+    out = extend_canvas(g, shape, anchor, bg, mode)
+    if shape == g.shape: assert out is None
+    if out is None: return
+    as_grid(out)
+    y, x = ANCHORS[anchor](*shape, *g.shape)
+    assert out.shape == shape and np.array_equal(out[y:y + g.shape[0], x:x + g.shape[1]], g)
+    for dy, dx in periods(g):  # every period the grid obeys, it obeys where it overlaps itself
+        h, w = g.shape
+        assert np.array_equal(g[dy:, max(dx, 0):w + min(dx, 0)], g[:h - dy, max(-dx, 0):w - max(dx, 0)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), acts=st.tuples(*[st.sampled_from(("keep", "clear", "fill"))] * 3))
+def test_partition_rules_are_total_and_keep_the_separators(g, bg, acts):
+    spans = partition(g, bg)
+    for how in ("commonest", "rarest"):
+        s = summarise_cells(g, bg, how)
+        assert (s is None) == (spans is None)
+        if s is not None: as_grid(s); assert s.shape == (len(spans[0]), len(spans[1]))
+    keyed = cell_keys(g, bg)
+    for plan in (None, ["rot90"] * len(keyed or [])):
+        if (c := copy_cells(g, bg, plan)) is not None: as_grid(c); assert c.shape == g.shape
+    out = act_on_cells(g, bg, dict(enumerate(acts)))
+    if out is None: return
+    as_grid(out)
+    inside = np.zeros(g.shape, bool)
+    for cell, _ in cell_keys(g, bg): inside[cell] = True
+    assert np.array_equal(out[~inside], g[~inside])  # the separating lines are never painted
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=grids, bg=st.integers(0, 9), axis=st.sampled_from((0, 1, None)), syms=st.sampled_from((("id",), ("id", "rot90", "flip_lr"))),
+       erase=st.booleans())
+def test_placeholders_stripes_and_colour_lists_are_total(g, bg, axis, syms, erase):
+    for v in (line_modes(g, axis), fill_placeholders(g, bg, syms, erase)):
+        if v is not None: as_grid(v); assert v.shape == g.shape
+    order, along = colour_order(g, bg, axis, False)
+    assert along in (0, 1) and sorted(order) == [c for c in range(10) if c != bg and (g == c).any()]
+    rules = shape_rules([g], [np.tile(g, (2, 1))[:30]], [g], bg)
+    assert all(len(shapes) == 1 and all(1 <= n <= 30 for n in shapes[0]) for shapes in rules.values())
 
 
 def test_primitives_cover_the_issue():

@@ -34,32 +34,35 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
                              tasks_from_args, task_solved)
 
 # %% auto #0
-__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'MOVES', 'FITTERS_ROOT', 'FITTERS_STATE', 'FITTERS_COMPOSE',
-           'FITTERS_NORMALISED', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive', 'primitive',
-           'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose', 'antitranspose',
-           'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content', 'pad_border', 'strip_border',
-           'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines', 'period_tile', 'dedupe_lines',
-           'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron',
-           'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3', 'keep_major', 'keep_minor',
-           'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new',
-           'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row',
-           'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'cells_between_lines',
-           'paint', 'crop_unique_colour', 'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest',
-           'drop_largest', 'drop_smallest', 'drop_singletons', 'recolour_largest', 'recolour_smallest',
-           'recolour_by_size', 'fill_bboxes', 'outline_bboxes', 'count_objs_row', 'count_objs_col',
-           'objs_without_singletons', 'objs_by_size', 'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud',
-           'complete_diag', 'complete_rot', 'complete_4', 'fall_down', 'fall_up', 'fall_right', 'fall_left',
-           'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h', 'rays_v', 'connect_h', 'connect_v',
-           'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross', 'connect_diag', 'halves',
-           'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search',
-           'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
-           'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes', 'extend_period',
-           'fit_periodic', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
-           'fit_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'select_objects',
-           'move_objects', 'fit_moves', 'complete_templates', 'fit_templates', 'overlay_rule', 'pair_tensors', 'Guide',
-           'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
-           'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main',
-           'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'MOVES', 'ANCHORS', 'EXTEND_MODES', 'FITTERS_ROOT', 'FITTERS_STATE',
+           'FITTERS_COMPOSE', 'FITTERS_NORMALISED', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj',
+           'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud',
+           'transpose', 'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content',
+           'pad_border', 'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines',
+           'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud',
+           'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3',
+           'keep_major', 'keep_minor', 'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2',
+           'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram',
+           'count_fg_row', 'count_colours_row', 'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi',
+           'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour', 'crop_unique_shape',
+           'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest', 'drop_singletons',
+           'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes', 'outline_bboxes',
+           'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size', 'stack_objs_h',
+           'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4', 'fall_down',
+           'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h',
+           'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross',
+           'connect_diag', 'halves', 'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult',
+           'run_program', 'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts',
+           'fit_count', 'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes',
+           'extend_period', 'fit_periodic', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised',
+           'fit_blocks', 'fit_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'select_objects',
+           'move_objects', 'fit_moves', 'complete_templates', 'fit_templates', 'shape_rules', 'periods',
+           'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders', 'fit_placeholders', 'partition',
+           'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
+           'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
+           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
+           'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
+           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -1029,8 +1032,8 @@ class Fit:
 def _same_all(xs: Sequence[Grid], ys: Sequence[Grid]) -> bool:
     return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(xs, ys))
 
-def _finish(picked: list[Grid], targets: Sequence[Grid], tests: list[Grid]) -> tuple[str, list[Grid]] | None:
-    "Match demonstration picks to targets up to one symmetry of the square or a colour map; apply it to the test picks."
+def _finish(picked: list[Grid], targets: Sequence[Grid], tests: list[Grid], bg: int | None = None) -> tuple[str, list[Grid]] | None:
+    "Match demonstration picks to targets up to one symmetry of the square, a colour map or a whole-number scale, or (given the background) as one cell of the pick's main colour; apply it to the test picks."
     for n, f in _D4.items():
         if _same_all([f(p) for p in picked], targets): return ("" if n == "id" else n), [valid(f(t)) for t in tests]
     lut = colour_fit(picked, targets)
@@ -1038,6 +1041,9 @@ def _finish(picked: list[Grid], targets: Sequence[Grid], tests: list[Grid]) -> t
     k = {(t.shape[0] // p.shape[0], t.shape[1] // p.shape[1]) for p, t in zip(picked, targets)}
     if len(k) == 1 and min(a := k.pop()) >= 1 and max(a) > 1 and _same_all([p.repeat(a[0], 0).repeat(a[1], 1) for p in picked], targets):
         return f"upscale{a[0]}x{a[1]}", [valid(t.repeat(a[0], 0).repeat(a[1], 1)) for t in tests]
+    if bg is not None and all(t.shape == (1, 1) for t in targets):
+        dot = lambda p: np.full((1, 1), (_ranked_fg(p, bg) or [bg])[0], np.int8)
+        if all(np.array_equal(dot(p), t) for p, t in zip(picked, targets)): return "its colour", [dot(p) for p in tests]
     return None
 
 def _table(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -1483,7 +1489,7 @@ def _select(props: np.ndarray, j: int, op: str) -> int | None:
 def fit_pieces(cands, targets, tests, ctx) -> list[Fit]:
     "The output is one piece of the input, picked by a property (largest, smallest, odd one out, has a colour), then maybe turned or recoloured."
     tables, kinds = _cut_all(pieces, cands, tests, ctx.bg)
-    out, n = [], len(cands)
+    out, n, dots = [], len(cands), all(t.shape == (1, 1) for t in targets)  # a one-cell output may be a piece's colour
     for kind in kinds:
         for j, prop in enumerate(_PIECE_PROPS):
             for op in ("max", "min", "odd"):
@@ -1493,9 +1499,9 @@ def fit_pieces(cands, targets, tests, ctx) -> list[Fit]:
                     if k is None: break
                     picks.append(t[kind][0][k])
                 else:
-                    if any(sorted(p.shape) != sorted(tg.shape) and (tg.shape[0] % p.shape[0] or tg.shape[1] % p.shape[1])
+                    if not dots and any(sorted(p.shape) != sorted(tg.shape) and (tg.shape[0] % p.shape[0] or tg.shape[1] % p.shape[1])
                            for p, tg in zip(picks, targets)): continue
-                    done = _finish(picks[:n], targets, picks[n:])
+                    done = _finish(picks[:n], targets, picks[n:], ctx.bg)
                     if done is not None and all(p is not None for p in done[1]):
                         out.append(Fit(f"piece[{kind},{op} {prop}{',' + done[0] if done[0] else ''}]", done[1], 2))
     return out
@@ -1598,7 +1604,7 @@ def normalised(fitter: Callable) -> Callable:
 
 # %% ../nbs/06b_arc_search.ipynb #0f6610c6
 def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
-    "An output of h·h × w·w cells whose (i, j) block is the input or blank, as a local rule on the input's cell (i, j) decides."
+    "An output of h·h × w·w cells whose (i, j) block is the input or blank, as a local rule on the input's cell (i, j) (or on its colours ranked by count) decides."
     choice, blank_colour = [], int(np.argmax(sum(colour_counts(t) for t in targets)))  # blank blocks: the outputs' background
     for c, t in zip(cands, targets):
         h, w = c.shape
@@ -1608,11 +1614,14 @@ def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
         if not (copy | blank).all(): return []
         choice.append(copy.astype(np.int8))
     if not any(m.any() and not m.all() for m in choice): return []  # every block the same: a tiling, not a choice
-    out = []
-    for rule in fit_local_rule(cands, choice, tests, Context(ctx.bg, 1)):
-        if any(m.max() > 1 or m.shape[0] ** 2 > 30 or m.shape[1] ** 2 > 30 for m in rule.predictions): continue
-        preds = [valid(np.where(np.kron(m, np.ones_like(g)) == 1, np.tile(g, g.shape), blank_colour)) for m, g in zip(rule.predictions, tests)]
-        out.append(Fit(f"blocks[{rule.name}]", preds, 2))
+    out, n = [], len(cands)
+    ranked = [colour_perm(g)[g] for g in list(cands) + list(tests)]  # colours renamed by how common they are in their grid (0: the commonest)
+    for how, (cs, ts, bg) in {"": (cands, tests, ctx.bg), "ranks:": (ranked[:n], ranked[n:], 0)}.items():
+        for rule in fit_local_rule(cs, choice, ts, Context(bg, 1)):
+            if any(m.max() > 1 or m.shape[0] ** 2 > 30 or m.shape[1] ** 2 > 30 for m in rule.predictions): continue
+            preds = [valid(np.where(np.kron(m, np.ones_like(g)) == 1, np.tile(g, g.shape), blank_colour)) for m, g in zip(rule.predictions, tests)]
+            out.append(Fit(f"blocks[{how}{rule.name}]", preds, 2))
+        if out: return out
     return out
 
 # %% ../nbs/06b_arc_search.ipynb #ce4f3a60
@@ -1847,6 +1856,263 @@ def fit_templates(cands, targets, tests, ctx) -> list[Fit]:
             if all(p is not None for p in preds): return [Fit(f"complete_templates[{name}]", preds)]
     return []
 
+# %% ../nbs/06b_arc_search.ipynb #a3b00002
+def shape_rules(cands: Sequence[Grid], # the demonstration inputs
+                targets: Sequence[Grid], # their outputs
+                tests: Sequence[Grid], # the test inputs
+                bg: int, # the background colour
+               ) -> dict[str, list[tuple[int, int]]]:
+    "Rules that give every demonstration output's shape from its input (fixed, plus, times, times a count), with the shapes they give the test inputs."
+    hs = [(c.shape, t.shape) for c, t in zip(cands, targets)]
+    rules = {}
+    if len({t for _, t in hs}) == 1: rules[f"fixed {hs[0][1][0]}x{hs[0][1][1]}"] = [hs[0][1]] * len(tests)
+    d = {(t[0] - c[0], t[1] - c[1]) for c, t in hs}
+    if len(d) == 1 and (dd := d.pop()) != (0, 0): rules[f"plus {dd[0]}x{dd[1]}"] = [(g.shape[0] + dd[0], g.shape[1] + dd[1]) for g in tests]
+    r = {(t[0] / c[0], t[1] / c[1]) for c, t in hs}
+    if len(r) == 1 and (a := r.pop()) != (1, 1) and all(x == int(x) for x in a):
+        rules[f"times {int(a[0])}x{int(a[1])}"] = [(g.shape[0] * int(a[0]), g.shape[1] * int(a[1])) for g in tests]
+    ks = [t[0] // c[0] for c, t in hs]
+    if len(set(ks)) > 1 and all(t == (k * c[0], k * c[1]) for (c, t), k in zip(hs, ks)):  # a square scale that changes: a count?
+        counts = [grid_counts(g, bg) for g in list(cands) + list(tests)]
+        for prop in counts[0]:
+            if all(cnt[prop] == k for cnt, k in zip(counts, ks)):
+                rules[f"times {prop}"] = [(g.shape[0] * cnt[prop], g.shape[1] * cnt[prop]) for g, cnt in zip(tests, counts[len(cands):])]
+    return {n: s for n, s in rules.items() if all(1 <= h <= 30 and 1 <= w <= 30 for h, w in s)}
+
+def periods(g: Grid, limit: int = 4) -> list[tuple[int, int]]:
+    "The `limit` shortest translations (dy, dx) under which the grid repeats exactly wherever it overlaps itself by at least half."
+    h, w = g.shape
+    out = []
+    for dy, dx in itertools.product(range(h // 2 + 1), range(-(w // 2), w // 2 + 1)):
+        if (dy, dx) <= (0, 0): continue
+        a, b = g[dy:, max(dx, 0):w + min(dx, 0)], g[:h - dy, max(-dx, 0):w - max(dx, 0)]
+        if 2 * a.size >= g.size and np.array_equal(a, b): out.append((dy, dx))
+    return sorted(out, key=lambda d: abs(d[0]) + abs(d[1]))[:limit]
+
+ANCHORS = {"top-left": lambda H, W, h, w: (0, 0), "bottom-right": lambda H, W, h, w: (H - h, W - w),
+           "top-right": lambda H, W, h, w: (0, W - w), "bottom-left": lambda H, W, h, w: (H - h, 0),
+           "centre": lambda H, W, h, w: ((H - h) // 2, (W - w) // 2)}  # where the input sits on a larger canvas
+EXTEND_MODES = ("periods", "reflect", "symmetric", "wrap")  # how the rest of the canvas continues it (the last three as `np.pad` names them)
+
+def extend_canvas(g: Grid, # the grid
+                  shape: tuple[int, int], # the larger canvas
+                  anchor: str, # a key of `ANCHORS`: where the grid sits
+                  bg: int, # the colour of cells no period reaches
+                  mode: str = "periods", # one of `EXTEND_MODES`
+                 ) -> Grid | None:
+    "The grid on a larger canvas, continued by its own shortest periods (or reflected, mirrored or wrapped as `np.pad` does); None if the canvas is not larger."
+    (H, W), (h, w) = shape, g.shape
+    if H < h or W < w or (H, W) == (h, w): return None
+    y, x = ANCHORS[anchor](H, W, h, w)
+    if mode != "periods": return valid(np.pad(g, ((y, H - h - y), (x, W - w - x)), mode=mode))
+    steps = periods(g)
+    if not steps: return None
+    canvas = np.full((H + 60, W + 60), 10, np.int8)  # 10 marks an unknown cell; a margin of 30 keeps every shifted view inside
+    canvas[30 + y:30 + y + h, 30 + x:30 + x + w] = g
+    view = canvas[30:30 + H, 30:30 + W]
+    for _ in range(max(H, W)):
+        before = int((view == 10).sum())
+        for (dy, dx), s in itertools.product(steps, (1, -1)):
+            src = canvas[30 - s * dy:30 - s * dy + H, 30 - s * dx:30 - s * dx + W]
+            take = (view == 10) & (src != 10)
+            view[take] = src[take]
+        if not before or int((view == 10).sum()) == before: break
+    return valid(np.where(view == 10, bg, view).astype(np.int8))
+
+def fit_extend(cands, targets, tests, ctx) -> list[Fit]:
+    "The output is a larger canvas that holds the input and continues it; the canvas size, the input's place and the way it continues are learned."
+    if not all(t.shape[0] >= c.shape[0] and t.shape[1] >= c.shape[1] for c, t in zip(cands, targets)) or all(c.shape == t.shape for c, t in zip(cands, targets)): return []
+    for (rule, shapes), mode, anchor in itertools.product(shape_rules(cands, targets, tests, ctx.bg).items(), EXTEND_MODES, ANCHORS):
+        if all((p := extend_canvas(c, t.shape, anchor, ctx.bg, mode)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
+            preds = [extend_canvas(g, s, anchor, ctx.bg, mode) for g, s in zip(tests, shapes)]
+            if all(p is not None for p in preds): return [Fit(f"extend[{rule},{mode},{anchor}]", preds)]
+    return []
+
+def fit_scale_count(cands, targets, tests, ctx) -> list[Fit]:
+    "The output is the input scaled up, or tiled, by a number read off the input (its colours, cells, objects), up to a symmetry or a colour map."
+    out = []
+    for rule, shapes in shape_rules(cands, targets, tests, ctx.bg).items():
+        if not rule.startswith("times ") or rule[6:7].isdigit(): continue  # fixed ratios are `fit_resize`'s
+        ks = [t.shape[0] // c.shape[0] for c, t in zip(cands, targets)] + [s[0] // g.shape[0] for g, s in zip(tests, shapes)]
+        for name, f in {"upscale": lambda g, k: g.repeat(k, 0).repeat(k, 1), "tile": lambda g, k: np.tile(g, (k, k))}.items():
+            picks = [valid(f(g, k)) for g, k in zip(list(cands) + list(tests), ks)]
+            done = None if any(p is None for p in picks) else _finish(picks[:len(cands)], targets, picks[len(cands):])
+            if done is not None and all(p is not None for p in done[1]):
+                out.append(Fit(f"{name}_by[{rule[6:]}" + (f",{done[0]}]" if done[0] else "]"), done[1]))
+    return out
+
+# %% ../nbs/06b_arc_search.ipynb #a3b00006
+def fill_placeholders(g: Grid, # the grid
+                      bg: int, # its background colour
+                      syms: Sequence[str], # keys of `_D4`: how a template may be turned to fit
+                      erase: bool = False, # erase the templates
+                     ) -> Grid | None:
+    "Each one-colour object whose mask is a multicolour object's mask (turned by one of `syms`) takes that object's colours; None when none does or two templates disagree."
+    objs = objects(g, bg, True, False)
+    temps = [o for o in objs if len(np.unique(o.colours[o.mask])) > 1]
+    holders = [o for o in objs if len(np.unique(o.colours[o.mask])) == 1]
+    out, done = paint(holders, g.shape, bg) if erase else g.copy(), False
+    for o in holders:
+        looks = {grid_key(c): c for tm in temps for s in syms if np.array_equal(_D4[s](tm.mask), o.mask) for c in [_D4[s](tm.colours)]}
+        if len(looks) > 1: return None
+        if looks:
+            c = looks.popitem()[1]
+            out[o.top:o.top + c.shape[0], o.left:o.left + c.shape[1]][o.mask] = c[o.mask]
+            done = True
+    return valid(out) if done else None
+
+def fit_placeholders(cands, targets, tests, ctx) -> list[Fit]:
+    "One-colour objects are placeholders: each takes the colours of the multicolour object of its shape (as it is, or turned); the templates stay or go."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    for (name, syms), erase in itertools.product({"as is": ("id",), "turned": tuple(_D4)}.items(), (False, True)):
+        if all((p := fill_placeholders(c, ctx.bg, syms, erase)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
+            preds = [fill_placeholders(g, ctx.bg, syms, erase) for g in tests]
+            if all(p is not None for p in preds): return [Fit(f"placeholders[{name}{',templates erased' if erase else ''}]", preds)]
+    return []
+
+def partition(g: Grid, bg: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+    "The spans (start, stop) of the rows and columns of cells that the grid's full lines of one colour cut it into (the commonest such colour, the background only if no other has one); None without two cells."
+    full_r, full_c = (g == g[:, :1]).all(1), (g == g[:1, :]).all(0)
+    cnt = np.bincount(np.r_[g[full_r, 0], g[0, full_c]], minlength=10)
+    if not cnt.any(): return None
+    sep = np.where(np.arange(10) == bg, 0, cnt).argmax() if np.delete(cnt, bg).any() else bg
+    def runs(keep):
+        edges = np.flatnonzero(np.diff(np.r_[0, keep.astype(np.int8), 0]))
+        return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    rows, cols = runs(~(full_r & (g[:, 0] == sep))), runs(~(full_c & (g[0, :] == sep)))
+    return (rows, cols) if len(rows) * len(cols) >= 2 else None
+
+def summarise_cells(g: Grid, bg: int, how: str) -> Grid | None:
+    "One output cell per cell of the partition: its commonest (`how`='commonest') or rarest colour other than the background, else the background."
+    spans = partition(g, bg)
+    if spans is None: return None
+    out = np.full((len(spans[0]), len(spans[1])), bg, np.int8)
+    for (i, (a, b)), (j, (c, d)) in itertools.product(enumerate(spans[0]), enumerate(spans[1])):
+        ranked = _ranked_fg(g[a:b, c:d], bg)
+        if ranked: out[i, j] = ranked[0] if how == "commonest" else ranked[-1]
+    return valid(out)
+
+_CELL_ACTIONS = ("keep", "clear", "fill")  # what a cell of a partition becomes: itself, background, or all its commonest colour
+
+def cell_keys(g: Grid, bg: int) -> list[tuple[tuple[slice, slice], int]] | None:
+    "The cells of the partition, each with its rank in coloured cells among them: 2 the fullest, 0 the emptiest, 1 between."
+    spans = partition(g, bg)
+    if spans is None: return None
+    cells = [(slice(a, b), slice(c, d)) for (a, b), (c, d) in itertools.product(*spans)]
+    counts = np.array([(g[s] != bg).sum() for s in cells])
+    return list(zip(cells, np.where(counts == counts.max(), 2, np.where(counts == counts.min(), 0, 1)).tolist()))
+
+def _acted(cell: Grid, bg: int, action: str) -> Grid:
+    if action == "keep": return cell
+    return np.full_like(cell, (_ranked_fg(cell, bg) or [bg])[0] if action == "fill" else bg)
+
+def act_on_cells(g: Grid, bg: int, table: dict[int, str]) -> Grid | None:
+    "Each cell of the partition kept, cleared or filled, as `table` says for its key (`cell_keys`); None when a key is not in the table."
+    keyed = cell_keys(g, bg)
+    if keyed is None or any(k not in table for _, k in keyed): return None
+    out = g.copy()
+    for s, k in keyed: out[s] = _acted(g[s], bg, table[k])
+    return valid(out)
+
+def fit_cell_actions(cands, targets, tests, ctx) -> list[Fit]:
+    "The cells of a partition kept, cleared or filled with their colour, by how full each cell is among its grid's cells."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    allowed: dict[int, set] = {}
+    for c, t in zip(cands, targets):
+        keyed = cell_keys(c, ctx.bg)
+        if keyed is None: return []
+        for s, k in keyed:
+            allowed[k] = allowed.get(k, set(_CELL_ACTIONS)) & {a for a in _CELL_ACTIONS if np.array_equal(_acted(c[s], ctx.bg, a), t[s])}
+    if not all(allowed.values()): return []
+    table = {k: next(a for a in _CELL_ACTIONS if a in v) for k, v in allowed.items()}
+    if not all((p := act_on_cells(c, ctx.bg, table)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)): return []
+    preds = [act_on_cells(g, ctx.bg, table) for g in tests]
+    if any(p is None for p in preds): return []
+    return [Fit("cell_actions[" + ",".join(f"{('emptiest', 'middle', 'fullest')[k]} {a}" for k, a in sorted(table.items())) + "]", preds)]
+
+def fit_cell_summary(cands, targets, tests, ctx) -> list[Fit]:
+    "The input is cut by lines into cells; the output has one cell per cell, its commonest or rarest colour, up to a symmetry or a colour map."
+    if any(t.size >= c.size for c, t in zip(cands, targets)): return []
+    out = []
+    for how in ("commonest", "rarest"):
+        picks = [summarise_cells(g, ctx.bg, how) for g in list(cands) + list(tests)]
+        if any(p is None for p in picks): return out
+        done = _finish(picks[:len(cands)], targets, picks[len(cands):])
+        if done is not None and all(p is not None for p in done[1]): out.append(Fit(f"cell_summary[{how}" + (f",{done[0]}]" if done[0] else "]"), done[1]))
+    return out
+
+def colour_order(g: Grid, # the grid
+                 bg: int, # its background colour
+                 axis: int | None, # 0: top to bottom, 1: left to right, None: along whichever axis the colours spread most
+                 with_bg: bool, # list the background colour too
+                ) -> tuple[list[int], int]:
+    "The grid's colours in order of their mean position along an axis, and that axis."
+    cols = [c for c in range(10) if (g == c).any() and (with_bg or c != bg)]
+    pos = np.indices(g.shape)
+    if axis is None:
+        spread = [np.ptp([pos[a][g == c].mean() / g.shape[a] for c in cols]) if cols else 0 for a in (0, 1)]
+        axis = int(spread[1] >= spread[0])
+    return sorted(cols, key=lambda c: (pos[axis][g == c].mean(), c)), axis
+
+def fit_colour_order(cands, targets, tests, ctx) -> list[Fit]:
+    "A one-cell-thick output that lists the input's colours by their mean position: a row for left to right, a column for top to bottom."
+    if not all(min(t.shape) == 1 for t in targets): return []
+    for axis, with_bg in itertools.product((1, 0, None), (False, True)):
+        orders = [colour_order(g, ctx.bg, axis, with_bg) for g in list(cands) + list(tests)]
+        if not all(1 <= len(o) <= 30 for o, _ in orders): continue
+        draw = lambda o, a: np.array([o] if a == 1 else [[c] for c in o], np.int8)
+        if all(np.array_equal(draw(*o), t) for o, t in zip(orders, targets)):
+            where = {1: "left to right", 0: "top to bottom", None: "along the stripes"}[axis]
+            return [Fit(f"colour_order[{where}{',with background' if with_bg else ''}]", [valid(draw(*o)) for o in orders[len(cands):]])]
+    return []
+
+def line_modes(g: Grid, axis: int | None) -> Grid | None:
+    "Every cell painted with the commonest colour of its column (`axis` 0) or row (1), or along whichever of the two agrees with more cells (None)."
+    if axis is None:
+        a, b = line_modes(g, 0), line_modes(g, 1)
+        return a if (a == g).sum() >= (b == g).sum() else b
+    mode = np.stack([(g == c).sum(axis) for c in range(10)]).argmax(0)
+    return valid(np.broadcast_to(np.expand_dims(mode, axis), g.shape).astype(np.int8))
+
+def fit_line_modes(cands, targets, tests, ctx) -> list[Fit]:
+    "Noisy stripes cleaned: each column (or row) takes its commonest colour."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
+    for axis in (0, 1, None):
+        if all(np.array_equal(line_modes(c, axis), t) for c, t in zip(cands, targets)):
+            return [Fit(f"line_modes[{ {0: 'columns', 1: 'rows', None: 'along the stripes'}[axis]}]", [line_modes(g, axis) for g in tests])]
+    return []
+
+def copy_cells(g: Grid, bg: int, plan: Sequence[str] | None) -> Grid | None:
+    "Every cell of an equal-celled partition replaced by the fullest cell, turned by `plan`'s symmetry for its position (all as is when `plan` is None)."
+    keyed = cell_keys(g, bg)
+    if keyed is None or len({g[s].shape for s, _ in keyed}) != 1 or [k for _, k in keyed].count(2) != 1: return None
+    if plan is not None and len(plan) != len(keyed): return None
+    src = g[next(s for s, k in keyed if k == 2)]
+    out = g.copy()
+    for i, (s, _) in enumerate(keyed):
+        v = _D4[plan[i] if plan is not None else "id"](src)
+        if v.shape != src.shape: return None
+        out[s] = v
+    return valid(out)
+
+def fit_cell_copies(cands, targets, tests, ctx) -> list[Fit]:
+    "Every cell of an equal-celled partition becomes a copy of its fullest cell: as it is, or turned by a symmetry learned for each position."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    if all((p := copy_cells(c, ctx.bg, None)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
+        preds = [copy_cells(g, ctx.bg, None) for g in tests]
+        return [Fit("cell_copies[as is]", preds)] if all(p is not None for p in preds) else []
+    keyed = [cell_keys(c, ctx.bg) for c in cands]
+    if any(k is None for k in keyed) or len({len(k) for k in keyed}) != 1: return []
+    plan = []
+    for i in range(len(keyed[0])):
+        name = next((n for n, f in _D4.items() if all(f(c[next(s for s, k in ks if k == 2)]).shape == t[ks[i][0]].shape
+                     and np.array_equal(f(c[next(s for s, k in ks if k == 2)]), t[ks[i][0]]) for c, t, ks in zip(cands, targets, keyed))), None)
+        if name is None: return []
+        plan.append(name)
+    if not all((p := copy_cells(c, ctx.bg, plan)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)): return []
+    preds = [copy_cells(g, ctx.bg, plan) for g in tests]
+    return [Fit(f"cell_copies[{','.join(plan)}]", preds)] if all(p is not None for p in preds) else []
+
 # %% ../nbs/06b_arc_search.ipynb #1dc863aa
 def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the demonstration grids, then the test grids; states[0] is the input
                  targets: Sequence[Grid], # the demonstration outputs
@@ -1884,7 +2150,7 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays, fit_periodic, fit_attract, fit_stamps, fit_moves, fit_templates)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays, fit_periodic, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
