@@ -61,8 +61,9 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'MOVES', 'ANCHORS', 'EXTEND_
            'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
            'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
            'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
-           'label_vector', 'train_guide', 'synthetic_examples', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
-           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+           'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide',
+           'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
+           'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -2234,13 +2235,19 @@ def guide_costs(guide: Guide, # the guide
 
 
 # %% ../nbs/06b_arc_search.ipynb #f50332b0
-def random_program(rng: np.random.Generator, depth: int) -> tuple[str, ...]:
+def random_program(rng: np.random.Generator, # the random source
+                   depth: int, # number of primitives
+                   weight: dict[str, float] | None = None, # relative odds of each primitive (None: all equal)
+                  ) -> tuple[str, ...]:
     "A random type-correct chain of `depth` primitives, from a grid to a grid."
     prog, typ = [], "grid"
     for step in range(depth):
         last = step == depth - 1
         choices = [p for p in PRIMITIVES.values() if p.tin == typ and (p.tout == "grid" or not last)]
-        p = choices[rng.integers(len(choices))]
+        if weight is None: p = choices[rng.integers(len(choices))]
+        else:
+            w = np.array([weight[c.name] for c in choices])
+            p = choices[rng.choice(len(choices), p=w / w.sum())]
         prog.append(p.name); typ = p.tout
     return tuple(prog)
 
@@ -2248,6 +2255,7 @@ def synthetic_task(rng: np.random.Generator, # the random source
                    inputs: Sequence[Grid], # grids to run programs on
                    max_depth: int = 3, # longest program
                    tries: int = 30, # attempts before giving up
+                   weight: dict[str, float] | None = None, # relative odds of each primitive (None: all equal)
                   ) -> tuple[list[tuple[Grid, Grid]], tuple[str, ...]] | None:
     "Demonstration pairs made by a random program on some of `inputs`, with the program; None if none worked."
     inputs = list(inputs)
@@ -2255,7 +2263,7 @@ def synthetic_task(rng: np.random.Generator, # the random source
         sel = [inputs[j] for j in rng.permutation(len(inputs))[:4]]
         bg = int(np.argmax(sum(colour_counts(g) for g in sel)))
         ctx = Context(bg, int(rng.integers(10)))
-        prog = random_program(rng, int(rng.integers(1, max_depth + 1)))
+        prog = random_program(rng, int(rng.integers(1, max_depth + 1)), weight)
         vals, ok = list(sel), True
         for name in prog:
             nxt = [PRIMITIVES[name].fn(v, ctx) for v in vals]
@@ -2317,25 +2325,43 @@ def synthetic_examples(tasks: Sequence[Task], n: int, names: Sequence[str], seed
 
 
 # %% ../nbs/06b_arc_search.ipynb #553494e4
+@torch.no_grad()
+def guide_beliefs(guide: Guide, # the guide
+                  pairs: Sequence[tuple[Grid, Grid]], # the task's demonstration pairs
+                  mix: float = 0.2, # share of the uniform distribution mixed in, so that every primitive stays possible
+                 ) -> dict[str, float]:
+    "The guide's softmax over the primitives of each input type, mixed with uniform: odds for drawing programs."
+    guide.eval()
+    logits = dict(zip(guide.names, guide(*batch_of([pair_tensors(pairs)]))[0].tolist()))
+    odds = {}
+    for typ in ("grid", "objs"):
+        names = [n for n, p in PRIMITIVES.items() if p.tin == typ]
+        p = torch.softmax(torch.tensor([logits.get(n, -30.0) for n in names]), 0)
+        odds |= {n: (1 - mix) * float(q) + mix / len(names) for n, q in zip(names, p)}
+    return odds
+
 def adapt_guide(guide: Guide, # the static guide (left unchanged)
                 task: Task, # the task to adapt to
                 steps: int = 4, # gradient steps
-                n_tasks: int = 16, # self-generated tasks from the task's grids
+                n_tasks: int = 32, # self-generated tasks from the task's grids
                 lr: float = 1e-3, # Adam learning rate
+                max_depth: int = 2, # longest self-generated program
+                mix: float = 0.2, # share of uniform odds in the program sampler (0: only the guide's beliefs)
                 seed: int = 0, # random seed
                ) -> Guide:
-    "A copy of the guide fine-tuned on tasks generated from this task's own grids."
+    "A copy of the guide fine-tuned on tasks made from this task's own grids by programs the guide already believes in."
     import copy
     rng = np.random.default_rng(seed)
     tuned = copy.deepcopy(guide)
+    odds = guide_beliefs(guide, task.train, mix)
     grids = task_inputs(task, with_outputs=True)
     ex = []
     for _ in range(n_tasks * 2):
-        made = synthetic_task(rng, grids, tries=5)
+        made = synthetic_task(rng, grids, max_depth, tries=5, weight=odds)
         if made is not None: ex.append((pair_tensors(made[0]), label_vector(tuned.names, made[1])))
         if len(ex) >= n_tasks: break
     if ex: train_guide(tuned, ex, epochs=steps, batch_size=len(ex), lr=lr, seed=seed, progress=False)
-    return tuned
+    return tuned.eval()
 
 def save_guide(guide: Guide, path: Path) -> Path:
     "Save a guide's weights and primitive names as safetensors, atomically."
