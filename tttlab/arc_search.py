@@ -877,6 +877,7 @@ class Found:
 class SearchResult:
     "What one search did: the programs found, the attempts chosen, and its effort."
     found: list[Found]
+    near: list[Found] # programs that map only some demonstrations exactly, best first: they fill attempt slots `found` leaves
     attempts: list[list[Grid]] # attempts[i]: up to 2 predictions for test input i
     nodes_expanded: int
     nodes_to_first: int | None # nodes expanded when the first program was found
@@ -906,6 +907,7 @@ def search(task: Task, # the task; its test outputs are never read
            fit_share: float = 0.4, # share of the time budget kept for composing fitters with the best states
            fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
            local_share: float = 0.3, # the local-rule fitter's time limit, as a share of the budget (each call)
+           n_near: int = 4, # near misses kept (states that map some demonstrations exactly) to fill empty attempts
           ) -> SearchResult:
     "Best-first search for programs mapping every demonstration input to its output."
     t0 = time.perf_counter()
@@ -921,6 +923,7 @@ def search(task: Task, # the task; its test outputs are never read
     found, first, nodes, deepest, tick = [], None, 0, 0, 0
     layers = []  # grid states with the outputs' shapes: building blocks for `overlay_rule`
     heap: list = []
+    near: list = []  # a min-heap of the best near misses: (demonstrations matched, match score, -length, -cost, node, Found)
 
     def fitted(vals, prog, g, fitters):
         "Run fitters on a grid state; their rules become found programs."
@@ -947,6 +950,10 @@ def search(task: Task, # the task; its test outputs are never read
                 return  # an answer is not extended further
             score = match_score(cands, targets)
             if all(c.shape == t.shape for c, t in zip(cands, targets)): layers.append((vals, prog, g))
+            hits = sum(c.shape == t.shape and np.array_equal(c, t) for c, t in zip(cands, targets))
+            if hits:
+                heapq.heappush(near, (hits, score, -len(prog), -g, nodes, Found(tuple(prog), None, list(vals[n_demo:]), g, nodes)))
+                if len(near) > n_near: heapq.heappop(near)
         if len(prog) < max_depth:
             kids = by_type[typ] if len(prog) < max_depth - 1 else grid_out[typ]
             if len(prog) == max_depth - 1 and typ == "grid" and any(c.shape != t.shape for c, t in zip(vals, targets)):
@@ -1004,17 +1011,26 @@ def search(task: Task, # the task; its test outputs are never read
             same += same_shape
             fitted(vals, prog, g, FITTERS_COMPOSE + ((small,) if same_shape else ()))
     found.sort(key=lambda f: (len(f.program) + f.extra, f.cost))  # stable: among equals, the first found first
-    return SearchResult(found, rank_attempts(found, len(task.test_inputs)), nodes, first,
+    near = [n[-1] for n in sorted(near, reverse=True)]
+    return SearchResult(found, near, rank_attempts(found, len(task.test_inputs), near=near), nodes, first,
                         time.perf_counter() - t0, deepest)
 
-def rank_attempts(found: Sequence[Found], n_test: int, k: int = 2) -> list[list[Grid]]:
-    "Up to k distinct predictions per test input: shortest program first, then most agreement, then lowest cost."
+def rank_attempts(found: Sequence[Found], # programs consistent with every demonstration
+                  n_test: int, # test inputs
+                  k: int = 2, # attempts per test input
+                  near: Sequence[Found] = (), # near misses, best first: they fill the slots left
+                 ) -> list[list[Grid]]:
+    "Up to k distinct predictions per test input: shortest program first, then most agreement, then lowest cost; then near misses."
     groups: dict = {}
     for f in found:
         key = tuple(grid_key(p) for p in f.predictions)
         groups.setdefault(key, []).append(f)
-    ranked = sorted(groups.values(), key=lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs)))
-    return [[fs[0].predictions[i] for fs in ranked[:k]] for i in range(n_test)]
+    ranked = [fs[0] for fs in sorted(groups.values(), key=lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs)))]
+    taken = set(groups)
+    for f in near:
+        key = tuple(grid_key(p) for p in f.predictions)
+        if key not in taken: taken.add(key); ranked.append(f)
+    return [[f.predictions[i] for f in ranked[:k]] for i in range(n_test)]
 
 
 
