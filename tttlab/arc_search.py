@@ -1021,15 +1021,13 @@ def rank_attempts(found: Sequence[Found], # programs consistent with every demon
                   near: Sequence[Found] = (), # near misses, best first: they fill the slots left
                  ) -> list[list[Grid]]:
     "Up to k distinct predictions per test input: shortest program first, then most agreement, then lowest cost; then near misses."
+    key = lambda f: tuple(grid_key(p) for p in f.predictions)
     groups: dict = {}
-    for f in found:
-        key = tuple(grid_key(p) for p in f.predictions)
-        groups.setdefault(key, []).append(f)
+    for f in found: groups.setdefault(key(f), []).append(f)
     ranked = [fs[0] for fs in sorted(groups.values(), key=lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs)))]
     taken = set(groups)
     for f in near:
-        key = tuple(grid_key(p) for p in f.predictions)
-        if key not in taken: taken.add(key); ranked.append(f)
+        if key(f) not in taken: taken.add(key(f)); ranked.append(f)
     return [[f.predictions[i] for f in ranked[:k]] for i in range(n_test)]
 
 
