@@ -18,7 +18,7 @@ from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, 
                                ANCHORS, EXTEND_MODES, act_on_cells, cell_keys, colour_order, extend_canvas, fill_placeholders, fit_cell_actions,
                                fit_cell_copies, fit_cell_summary, fit_colour_order, fit_extend, fit_line_modes, fit_placeholders, fit_scale_count, line_modes,
                                copy_cells, partition, periods, shape_rules, summarise_cells,
-                               overlay_rule, search,
+                               fit_cell_tree, overlay_rule, search,
                                solve_main, task_context, train_guide_main)
 
 torch.set_num_threads(1)
@@ -65,7 +65,7 @@ def test_fitters_are_total(a, b, test, other, maker, bg):
     f = _MAKERS[maker]
     cands, targets = [a, b], [f(a, other), f(b, other[::-1])]
     fallback = lambda *a: fit_local_rule(*a, max_extra=2, unseen=True)
-    for fitter in FITTERS_ROOT + FITTERS_STATE + tuple(normalised(f) for f in FITTERS_NORMALISED) + (fallback,):
+    for fitter in FITTERS_ROOT + FITTERS_STATE + tuple(normalised(f) for f in FITTERS_NORMALISED) + (fallback, fit_cell_tree):
         for rule in fitter(cands, targets, [test], Context(bg, (bg + 1) % 10)):
             assert isinstance(rule.name, str) and len(rule.predictions) == 1
             as_grid(rule.predictions[0])

@@ -34,36 +34,39 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
                              tasks_from_args, task_solved)
 
 # %% auto #0
-__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'RAY_SETS', 'MOVES', 'ANCHORS', 'EXTEND_MODES', 'FITTERS_ROOT', 'FITTERS_STATE',
-           'FITTERS_COMPOSE', 'FITTERS_NORMALISED', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj',
-           'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud',
-           'transpose', 'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content',
-           'pad_border', 'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines',
-           'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud',
-           'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3',
-           'keep_major', 'keep_minor', 'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2',
-           'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram',
-           'count_fg_row', 'count_colours_row', 'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi',
-           'objs_multi_diag', 'cells_between_lines', 'paint', 'crop_unique_colour', 'crop_unique_shape',
-           'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest', 'drop_singletons',
-           'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes', 'outline_bboxes',
-           'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size', 'stack_objs_h',
-           'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4', 'fall_down',
-           'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h',
-           'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross',
-           'connect_diag', 'halves', 'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult',
-           'run_program', 'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts',
-           'fit_count', 'cell_features', 'fit_local_rule', 'fit_panel_rule', 'fill_by_symmetry', 'fit_fill_holes',
-           'extend_period', 'fit_periodic', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised',
-           'fit_blocks', 'fit_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'select_objects',
-           'move_objects', 'fit_moves', 'complete_templates', 'fit_templates', 'shape_rules', 'periods',
-           'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders', 'fit_placeholders', 'partition',
-           'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
-           'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
-           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
-           'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide',
-           'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
-           'train_guide_main', 'guide_quality']
+__all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 'ANCHORS', 'EXTEND_MODES', 'FITTERS_ROOT',
+           'FITTERS_STATE', 'FITTERS_COMPOSE', 'FITTERS_NORMALISED', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES',
+           'Context', 'Obj', 'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr',
+           'flip_ud', 'transpose', 'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right',
+           'crop_content', 'pad_border', 'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half',
+           'drop_empty_lines', 'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3',
+           'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3',
+           'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major', 'erase_minor', 'paint_major',
+           'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1',
+           'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
+           'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'objs_by_colour', 'cells_between_lines', 'paint',
+           'crop_unique_colour', 'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest',
+           'drop_largest', 'drop_smallest', 'drop_singletons', 'recolour_largest', 'recolour_smallest',
+           'recolour_by_size', 'fill_bboxes', 'fill_bboxes_own', 'outline_bboxes', 'count_objs_row', 'count_objs_col',
+           'objs_without_singletons', 'objs_by_size', 'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud',
+           'complete_diag', 'complete_rot', 'complete_4', 'fall_down', 'fall_up', 'fall_right', 'fall_left',
+           'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h', 'rays_v', 'connect_h', 'connect_v',
+           'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross', 'connect_diag', 'halves',
+           'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search',
+           'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
+           'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree', 'fit_panel_rule',
+           'colour_by_key', 'fit_colour_by_key', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise',
+           'minor_centre', 'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template',
+           'fit_continue', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
+           'fit_rays', 'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'attract_to_walls', 'fit_attract',
+           'stamp_objects', 'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates',
+           'fit_templates', 'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count',
+           'fill_placeholders', 'fit_placeholders', 'partition', 'summarise_cells', 'cell_keys', 'act_on_cells',
+           'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes', 'fit_line_modes',
+           'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of', 'guide_costs',
+           'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples',
+           'guide_beliefs', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main',
+           'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -345,6 +348,15 @@ def objs_multi(g, ctx): return objects(g, ctx.bg, True, False) or None
 @primitive("objects", tout="objs")
 def objs_multi_diag(g, ctx): return objects(g, ctx.bg, True, True) or None
 @primitive("objects", tout="objs")
+def objs_by_colour(g, ctx):
+    "All the cells of each foreground colour as one object, touching or not."
+    objs = []
+    for c in (c for c in range(10) if c != ctx.bg and (g == c).any()):
+        r0, r1, c0, c1 = _bbox(g == c)
+        m = g[r0:r1, c0:c1] == c
+        objs.append(Obj(int(r0), int(c0), m, np.where(m, c, ctx.bg).astype(np.int8), g.shape, ctx.bg))
+    return sorted(objs, key=lambda o: (o.top, o.left)) or None
+@primitive("objects", tout="objs")
 def cells_between_lines(g, ctx):
     "The panels of a grid cut by full lines of one colour, as objects."
     full_r = (g == g[:, :1]).all(1) & (g[:, 0] != ctx.bg)
@@ -440,14 +452,20 @@ def recolour_by_size(objs, ctx):
     "Each object painted with colour = its size (capped at 9): a colour map afterwards can name the sizes."
     return paint([Obj(o.top, o.left, o.mask, np.where(o.mask, min(o.size, 9), o.bg).astype(np.int8), o.canvas, o.bg)
                   for o in objs], objs[0].canvas, objs[0].bg)
-@primitive("select", "objs")
-def fill_bboxes(objs, ctx):
-    "Fill each object's bounding box with the new colour where it is background."
+def _fill_bboxes(objs, colour: Callable[[Obj], int]):
     out = paint(objs, objs[0].canvas, objs[0].bg)
     for o in objs:
         view = out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]]
-        view[view == o.bg] = ctx.fg
+        view[view == o.bg] = colour(o)
     return valid(out)
+@primitive("select", "objs")
+def fill_bboxes(objs, ctx):
+    "Fill each object's bounding box with the new colour where it is background."
+    return _fill_bboxes(objs, lambda o: ctx.fg)
+@primitive("select", "objs")
+def fill_bboxes_own(objs, ctx):
+    "Fill each object's bounding box with the object's most common colour where it is background."
+    return _fill_bboxes(objs, lambda o: int(np.bincount(o.colours[o.mask], minlength=10).argmax()))
 @primitive("select", "objs")
 def outline_bboxes(objs, ctx):
     "Draw a box in the new colour one cell around each object."
@@ -690,7 +708,7 @@ def ray_sources(g: Grid, # the grid
     "Where rays start: a bool mask of the grid."
     if which == "singletons":
         m = np.zeros(g.shape, bool)
-        for o in objects(g, bg, True, True):
+        for o in objects(g, bg, True, False):  # 4-connected: pixels that touch only at a corner are single too
             if o.size == 1: m[o.top, o.left] = True
         return m
     if which == "minor":
@@ -705,6 +723,8 @@ def draw_rays(g: Grid, # the grid
               stop: bool | str, # True: up to the first obstacle; False: through everything; "hit": only rays that end on an obstacle
               colour: int | None = None, # the rays' colour (None: the source's)
               clash: bool = False, # True: a cell that rays of two colours reach keeps its colour (else the last ray paints it)
+              target: int | None = None, # with stop "hit": only rays that end on this colour
+              alternate: int | None = None, # the colour of every other step (the 1st, 3rd, ...), for dotted rays
              ) -> Grid | None:
     "The grid with rays drawn over its background."
     ray, (h, w) = np.full(g.shape, -1, np.int16), g.shape  # the colour each cell gets; 10 where colours clash
@@ -713,13 +733,13 @@ def draw_rays(g: Grid, # the grid
     for y, x in zip(ys, xs):
         c = g[y, x] if colour is None else colour
         for dy, dx in (_EIGHT_DIRS[d] for d in dirs):
-            yy, xx, path = y + dy, x + dx, []
+            yy, xx, k, path = y + dy, x + dx, 1, []
             while 0 <= yy < h and 0 <= xx < w and (g[yy, xx] == bg or stop is False):
-                if g[yy, xx] == bg: path.append((yy, xx))
-                yy, xx = yy + dy, xx + dx
-            if path and (stop != "hit" or (0 <= yy < h and 0 <= xx < w)):
-                at = tuple(np.array(path).T)
-                ray[at] = np.where(clash & (ray[at] >= 0) & (ray[at] != c), 10, c)
+                if g[yy, xx] == bg: path.append((yy, xx, c if alternate is None or k % 2 == 0 else alternate))
+                yy, xx, k = yy + dy, xx + dx, k + 1
+            if path and (stop != "hit" or (0 <= yy < h and 0 <= xx < w and target in (None, g[yy, xx]))):
+                py, px, pc = np.array(path).T
+                ray[py, px] = np.where(clash & (ray[py, px] >= 0) & (ray[py, px] != pc), 10, pc)
     return np.where((ray >= 0) & (ray < 10), ray, g).astype(np.int8)
 
 def _shoot(g, ctx, dirs):
@@ -907,7 +927,7 @@ def search(task: Task, # the task; its test outputs are never read
            fit_share: float = 0.4, # share of the time budget kept for composing fitters with the best states
            fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
            local_share: float = 0.3, # the local-rule fitter's time limit, as a share of the budget (each call)
-           n_near: int = 4, # near misses kept (states that map some demonstrations exactly) to fill empty attempts
+           n_near: int = 4, # near misses kept (states that map some demonstrations exactly) to fill empty attempts, with a cell-tree guess
           ) -> SearchResult:
     "Best-first search for programs mapping every demonstration input to its output."
     t0 = time.perf_counter()
@@ -1012,6 +1032,8 @@ def search(task: Task, # the task; its test outputs are never read
             fitted(vals, prog, g, FITTERS_COMPOSE + ((small,) if same_shape else ()))
     found.sort(key=lambda f: (len(f.program) + f.extra, f.cost))  # stable: among equals, the first found first
     near = [n[-1] for n in sorted(near, reverse=True)]
+    if not found:  # a free guess for the empty slots, after the best near miss
+        near[1:1] = [Found((f.name,), None, f.predictions, f.extra, nodes) for f in fit_cell_tree(root[:n_demo], targets, root[n_demo:], ctx)]
     return SearchResult(found, near, rank_attempts(found, len(task.test_inputs), near=near), nodes, first,
                         time.perf_counter() - t0, deepest)
 
@@ -1315,6 +1337,72 @@ def fit_local_rule(cands, targets, tests, ctx,
 
     return rules(sizes[:2], True) if unseen else rules(sizes, False)
 
+# %% ../nbs/06b_arc_search.ipynb #057dce67
+def _entropy(counts: np.ndarray) -> np.ndarray:
+    "Entropy in bits of the label counts along the last axis."
+    p = counts / np.maximum(counts.sum(-1, keepdims=True), 1e-12)
+    return -(p * np.log2(np.where(p > 0, p, 1))).sum(-1)
+
+def grow_tree(X: np.ndarray, # [n, f] small integer features (0..31)
+              labels: np.ndarray, # [n] label codes 0..L-1
+              weights: np.ndarray, # [n] how many cells each row stands for
+              n_labels: int, # L
+              depth: int = 8, # deepest split
+             ) -> tuple:
+    "An ID3 tree of `feature == value` splits: ('leaf', label, pure) or ('split', feature, value, yes, no)."
+    cnt = np.bincount(labels, weights, n_labels)
+    if (cnt > 0).sum() == 1 or depth == 0: return ("leaf", int(cnt.argmax()), bool((cnt > 0).sum() == 1))
+    n, f = X.shape
+    yes = np.bincount(((np.arange(f) * 32 + X) * n_labels + labels[:, None]).ravel(), np.repeat(weights, f),
+                      f * 32 * n_labels).reshape(f, 32, n_labels)  # label counts of the rows with feature j == v
+    no = cnt - yes
+    ny, nn = yes.sum(-1), no.sum(-1)
+    cost = np.where((ny > 0) & (nn > 0), ny * _entropy(yes) + nn * _entropy(no), np.inf)
+    j, v = np.unravel_index(np.argmin(cost), cost.shape)
+    if not cost[j, v] < cnt.sum() * _entropy(cnt) - 1e-9: return ("leaf", int(cnt.argmax()), False)
+    m = X[:, j] == v
+    return ("split", int(j), int(v), grow_tree(X[m], labels[m], weights[m], n_labels, depth - 1),
+            grow_tree(X[~m], labels[~m], weights[~m], n_labels, depth - 1))
+
+def _tree_stats(t: tuple) -> tuple[int, bool]:
+    "Leaves, and whether every leaf is pure."
+    if t[0] == "leaf": return 1, t[2]
+    (a, p), (b, q) = _tree_stats(t[3]), _tree_stats(t[4])
+    return a + b, p and q
+
+def tree_predict(t: tuple, X: np.ndarray) -> np.ndarray:
+    "The leaf label of every row."
+    while t[0] == "split": return np.where(X[:, t[1]] == t[2], tree_predict(t[3], X), tree_predict(t[4], X))
+    return np.full(len(X), t[1])
+
+_KEEP = 100  # label offset: 100 + j means "copy feature j" (j = 0: keep the cell's colour)
+
+def fit_cell_tree(cands, targets, tests, ctx) -> list[Fit]:
+    "A guess for same-size tasks: every output cell from a decision tree over its cell features that redraws every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    X = np.concatenate([cell_features(c, ctx.bg) for c in cands]); y = np.concatenate([t.ravel() for t in targets]).astype(np.int64)
+    keep = np.where(y == X[:, 0], _KEEP, y)
+    changed = keep != _KEEP
+    encodings = {"keep": keep} | {f"copy {_CELL_FEATURES[j]}": np.where(changed & (X[:, j] == y), _KEEP + j, keep)
+                                  for j in _COPY_FROM[1:] if (changed & (X[:, j] == y)).sum() >= max(2, changed.sum() / 2)}
+    best = None
+    for name, enc in encodings.items():
+        rows, w = np.unique(np.concatenate([X, enc[:, None]], 1), axis=0, return_counts=True)
+        codes, lab = np.unique(rows[:, -1], return_inverse=True)
+        tree = grow_tree(rows[:, :-1], lab.ravel(), w.astype(float), len(codes))
+        leaves, pure = _tree_stats(tree)
+        if pure and (best is None or leaves < best[0]): best = (leaves, name, tree, codes)
+    if best is None: return []
+    leaves, name, tree, codes = best
+    preds = []
+    for g in tests:
+        T = cell_features(g, ctx.bg)
+        out = codes[tree_predict(tree, T)]
+        src = np.clip(out - _KEEP, 0, T.shape[1] - 1)
+        out = np.where(out >= _KEEP, T[np.arange(len(T)), src], out)
+        preds.append(valid(np.where(out > 9, T[:, 0], out).reshape(g.shape)))  # a copied "none" keeps the cell's colour
+    return [Fit(f"cell_tree[{name},{leaves} leaves]", preds, leaves)]
+
 # %% ../nbs/06b_arc_search.ipynb #a1f00013
 def _splits(g: Grid, # the grid
             bg: int, # its background colour
@@ -1351,6 +1439,26 @@ def fit_panel_rule(cands, targets, tests, ctx) -> list[Fit]:
                 out.append(Fit(f"panel_rule[{kind}{',colours' if not abstract else ''}]", [valid(v.reshape(s.shape[1:])) for v, s in zip(looked, stacks[n:])]))
                 break
     return out
+
+# %% ../nbs/06b_arc_search.ipynb #86d42a7c
+def colour_by_key(g: Grid, # the grid
+                  bg: int, # its background colour
+                 ) -> Grid | None:
+    "The largest panel (or object), each of its cells painted with the colour the most colourful one, stretched to its size, has there."
+    panels = cells_between_lines(g, Context(bg, bg)) or objects(g, bg, True, True)
+    if len(panels) < 2: return None
+    colours = lambda p: len(np.unique(p.colours[p.mask & (p.colours != bg)]))
+    key, shape = max(panels, key=lambda p: (colours(p), -p.mask.size)), max(panels, key=lambda p: (p.mask.size, -colours(p)))
+    if key is shape: return None
+    k, s = np.where(key.mask, key.colours, bg), np.where(shape.mask, shape.colours, bg)
+    if s.shape[0] % k.shape[0] or s.shape[1] % k.shape[1]: return None
+    return valid(np.where(s != bg, k.repeat(s.shape[0] // k.shape[0], 0).repeat(s.shape[1] // k.shape[1], 1), bg))
+
+def fit_colour_by_key(cands, targets, tests, ctx) -> list[Fit]:
+    "The largest panel coloured through the most colourful one, when that redraws every demonstration."
+    outs = [colour_by_key(g, ctx.bg) for g in list(cands) + list(tests)]
+    if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
+    return [Fit("colour_by_key", outs[len(cands):])]
 
 # %% ../nbs/06b_arc_search.ipynb #a1f00008
 @functools.lru_cache(maxsize=64)
@@ -1407,6 +1515,84 @@ def fit_fill_holes(cands, targets, tests, ctx) -> list[Fit]:
             if all(p is not None for p in preds): out.append(Fit(f"fill_holes[{hole}{',crop' if crop else ''}]", preds))
     return out
 
+# %% ../nbs/06b_arc_search.ipynb #2212499e
+SYMMETRY_GROUPS = {"lr": ("lr",), "ud": ("ud",), "lr+ud": ("lr", "ud", "rot180"), "rot180": ("rot180",),
+                   "rot90": ("rot90", "rot180", "rot270"), "diag": ("diag",), "antidiag": ("antidiag",),
+                   "all": ("lr", "ud", "rot180", "rot90", "rot270", "diag", "antidiag")}  # each group by its non-identity elements
+
+def _mirror_image(op: str, y: np.ndarray, x: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Doubled coordinates of the images of cells (y, x) under `op` about doubled centres (cy, cx)."
+    dy, dx = 2 * y - cy, 2 * x - cx
+    ny, nx = {"lr": (dy, -dx), "ud": (-dy, dx), "rot180": (-dy, -dx), "rot90": (dx, -dy), "rot270": (-dx, dy),
+              "diag": (dx, dy), "antidiag": (-dx, -dy)}[op]
+    return ny + cy, nx + cx
+
+def best_centre(g: Grid, # the grid
+                bg: int, # its background colour
+                group: str, # a key of `SYMMETRY_GROUPS`
+               ) -> tuple[int, int] | None:
+    "The doubled centre where most foreground cells already map onto their own colour under the group, and none onto another; None if none."
+    h, w = g.shape
+    y, x = np.nonzero(g != bg)
+    if not 0 < len(y) <= 120: return None
+    cy, cx = [a.ravel()[:, None] for a in np.meshgrid(np.arange(2 * y.min(), 2 * y.max() + 1), np.arange(2 * x.min(), 2 * x.max() + 1), indexing="ij")]
+    score, bad = np.zeros(len(cy)), np.zeros(len(cy), bool)
+    for op in SYMMETRY_GROUPS[group]:
+        ny, nx = _mirror_image(op, y[None], x[None], cy, cx)
+        even = (ny % 2 == 0) & (nx % 2 == 0)
+        ny, nx = ny // 2, nx // 2
+        inside = even & (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        img = np.where(inside, g[np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)], -1)
+        score += (inside & (img == g[y, x])).sum(1)
+        bad |= ~even.all(1) | (inside & (img != bg) & (img != g[y, x])).any(1)
+    score[bad] = -1
+    k = int(np.argmax(score))
+    return (int(cy[k, 0]), int(cx[k, 0])) if score[k] > 0 else None
+
+def symmetrise(g: Grid, # the grid
+               bg: int, # its background colour: only it is painted
+               centre: tuple[int, int], # doubled centre
+               group: str, # a key of `SYMMETRY_GROUPS`
+               colour: int | None = None, # paint the images in this colour (None: the colour of the cell they come from)
+              ) -> Grid | None:
+    "Paint background cells with the colour of the foreground cells the group maps onto them; None if nothing changes."
+    y, x = np.nonzero(g != bg)
+    out, (h, w) = g.copy(), g.shape
+    for op in SYMMETRY_GROUPS[group]:
+        ny, nx = _mirror_image(op, y, x, *centre)
+        if (ny % 2).any() or (nx % 2).any(): return None
+        ny, nx = ny // 2, nx // 2
+        ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        yy, xx, cc = ny[ok], nx[ok], (g[y[ok], x[ok]] if colour is None else np.full(int(ok.sum()), colour, np.int8))
+        free = out[yy, xx] == bg
+        out[yy[free], xx[free]] = cc[free]
+    return _changed(out, g)
+
+def minor_centre(g: Grid, bg: int, group: str) -> tuple[int, int] | None:
+    "The doubled centre of the box of the grid's least common colour (a pivot the rest is mirrored about)."
+    ranked = _ranked_fg(g, bg)
+    if len(ranked) < 2: return None
+    r0, r1, c0, c1 = _bbox(g == ranked[-1])
+    return int(r0 + r1 - 1), int(c0 + c1 - 1)
+
+def fit_symmetrise(cands, targets, tests, ctx) -> list[Fit]:
+    "A shape completed under a symmetry group about its own best centre (or the least common colour's), maybe in a new colour, that redraws every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # only the background may change
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    added = set().union(*(np.unique(t[c != t]).tolist() for c, t in zip(cands, targets))) - set().union(*(np.unique(c).tolist() for c in cands))
+    centres = {"its own centre": best_centre, "the least common colour": minor_centre}
+    for (where, centre), group, colour in itertools.product(centres.items(), SYMMETRY_GROUPS, [None, *(added if len(added) == 1 else ())]):
+        outs = []
+        for k, g in enumerate(grids):
+            c = centre(g, ctx.bg, group)
+            o = None if c is None else symmetrise(g, ctx.bg, c, group, colour)
+            if o is None or (k < n and not np.array_equal(o, targets[k])): break
+            outs.append(o)
+        else:
+            _vote(votes, outs[n:], f"symmetrise[{group} about {where}{'' if colour is None else f',in {colour}'}]")
+    return _winners(votes, 2)
+
 # %% ../nbs/06b_arc_search.ipynb #a1f0000b
 _PERIOD_KEYS = {  # the key of cell (r, c) under period p in a grid w wide: cells with one key share one colour
     "rows": lambda r, c, p, w: (r % p) * w + c,
@@ -1440,6 +1626,46 @@ def fit_periodic(cands, targets, tests, ctx) -> list[Fit]:
             preds = [extend_period(g, hole, family, p) for g in tests]
             if all(q is not None for q in preds): return [Fit(f"periodic[{family} {p}" + ("]" if hole == ctx.bg else f",hole {hole}]"), preds)]
     return []
+
+# %% ../nbs/06b_arc_search.ipynb #50ce37c1
+_TURNS = {"right": (lambda g: g, lambda g: g), "left": (lambda g: g[:, ::-1], lambda g: g[:, ::-1]),
+          "down": (lambda g: g.T, lambda g: g.T), "up": (lambda g: g[::-1].T, lambda g: g.T[::-1])}  # to "right", and back
+
+def continue_pattern(g: Grid, # the grid
+                     bg: int, # its background colour
+                    ) -> Grid | None:
+    "The columns up to the last with foreground, repeated with their smallest period to the right edge; None if nothing is left to fill."
+    cols = np.flatnonzero((g != bg).any(0))
+    if not len(cols) or cols[-1] + 1 >= g.shape[1]: return None
+    known = g[:, :cols[-1] + 1]
+    p = next(p for p in range(1, known.shape[1] + 1) if (known[:, p:] == known[:, :known.shape[1] - p]).all())
+    return valid(known[:, np.arange(g.shape[1]) % p])
+
+def rows_like_template(g: Grid, bg: int) -> Grid | None:
+    "Rows that start a pattern are completed like the one full row, with its colours renamed as their start renames them."
+    full = [r for r in g if (r != bg).all()]
+    if len(full) != 1: return None
+    out = g.copy()
+    for r in out:
+        known = np.flatnonzero(r != bg)
+        if not len(known) or len(known) == len(r): continue
+        lut = np.full(10, -1)
+        for a, b in zip(full[0][known], r[known]):
+            if lut[a] not in (-1, b): return None
+            lut[a] = b
+        if (lut[full[0]] < 0).any() or len(set(lut[lut >= 0])) < (lut >= 0).sum(): return None  # every colour named, one to one
+        r[:] = lut[full[0]]
+    return _changed(out, g)
+
+def fit_continue(cands, targets, tests, ctx) -> list[Fit]:
+    "Each grid's motif continued by its own smallest period in one direction (or rows completed like the full one), redrawing every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for (name, (there, back)), (lines, cont) in itertools.product(_TURNS.items(), (("", continue_pattern), (",like the full line", rows_like_template))):
+        outs = [cont(np.ascontiguousarray(there(g)), ctx.bg) for g in grids]
+        if all(o is not None for o in outs) and _same_all([back(o) for o in outs[:n]], targets):
+            _vote(votes, [valid(back(o)) for o in outs[n:]], f"continue[{name}{lines}]")
+    return _winners(votes, 2)
 
 # %% ../nbs/06b_arc_search.ipynb #a1f0000e
 _PIECE_PROPS = ("size", "area", "height", "width", "colours", "top", "left", "bottom", "right", "shape_twins",
@@ -1655,11 +1881,79 @@ def fit_rays(cands, targets, tests, ctx) -> list[Fit]:
     for which in ["singletons", "minor", *sorted(fixed)]:
         srcs = [ray_sources(g, b, which) for g, b in zip(grids, bgs)]
         if not all(s.any() for s in srcs): continue
-        for colour, (name, dirs), stop in itertools.product([None, *(added if len(added) == 1 else ())], RAY_SETS.items(), (True, False, "hit")):
-            outs = [draw_rays(g, b, s, dirs, stop, colour) for g, b, s in zip(grids, bgs, srcs)]
+        stops = [(True, None), (False, None), ("hit", None), *(("hit", c) for c in sorted(fixed) if c != which)]  # "hit" c: rays that end on colour c
+        fresh = added - set().union(*(np.unique(c).tolist() for c in cands))  # colours no input has
+        paints = [(None, None), *((c, None) for c in (added if len(added) == 1 else ())),
+                  *((None, c) for c in (fresh if len(fresh) == 1 else ()))]  # the source's colour, the one colour added, or dotted with a new one
+        for (colour, dots), (name, dirs), (stop, hit) in itertools.product(paints, RAY_SETS.items(), stops):
+            outs = [draw_rays(g, b, s, dirs, stop, colour, target=hit, alternate=dots) for g, b, s in zip(grids, bgs, srcs)]
             if all(o is not None for o in outs) and _same_all(outs[:n], targets):
-                _vote(votes, [valid(o) for o in outs[n:]], f"rays[{which}:{name},{'hit' if stop == 'hit' else 'stop' if stop else 'through'}"
-                                                          f"{'' if colour is None else f',in {colour}'}]")
+                how = ("hit" if hit is None else f"hit {hit}") if stop == "hit" else "stop" if stop else "through"
+                paint = "" if colour is None and dots is None else f",in {colour}" if dots is None else f",dotted with {dots}"
+                _vote(votes, [valid(o) for o in outs[n:]], f"rays[{which}:{name},{how}{paint}]")
+    return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #bfca697a
+def elbow(g: Grid, # the grid
+          bg: int, # its background colour: the path only paints it
+          a: int, b: int, # the path runs from the one cell of colour a to the one cell of colour b
+          colour: int, # the path's colour
+          vertical_first: bool, # the first leg runs along a column (else along a row)
+         ) -> Grid | None:
+    "An L-shaped path over the background joining the one cell of colour `a` to the one of colour `b`."
+    (ya, xa), (yb, xb) = np.argwhere(g == a)[0], np.argwhere(g == b)[0]
+    sy, sx = (1 if yb >= ya else -1), (1 if xb >= xa else -1)
+    if vertical_first: path = [(y, xa) for y in range(ya, yb + sy, sy)] + [(yb, x) for x in range(xa, xb + sx, sx)]
+    else: path = [(ya, x) for x in range(xa, xb + sx, sx)] + [(y, xb) for y in range(ya, yb + sy, sy)]
+    out = g.copy()
+    for y, x in path:
+        if out[y, x] == bg: out[y, x] = colour
+    return valid(out)
+
+def fit_elbows(cands, targets, tests, ctx) -> list[Fit]:
+    "An L-shaped path in the one colour the outputs add, between the one cells of two colours, that redraws every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    added = set().union(*(np.unique(t[c != t]).tolist() for c, t in zip(cands, targets)))
+    if len(added) != 1: return []
+    colour, grids, n, votes = added.pop(), list(cands) + list(tests), len(cands), {}
+    ones = [c for c in range(10) if c != ctx.bg and all((g == c).sum() == 1 for g in grids)]
+    for (a, b), vertical in itertools.product(itertools.permutations(ones, 2), (True, False)):
+        outs = [elbow(g, ctx.bg, a, b, colour, vertical) for g in grids]
+        if _same_all(outs[:n], targets):
+            _vote(votes, outs[n:], f"elbow[{a}→{b},{'column' if vertical else 'row'} first,in {colour}]")
+    return _winners(votes, 2)
+
+def bounce(g: Grid, # the grid
+           bg: int, # its background colour: rays only paint it
+           sources: np.ndarray, # bool mask of the cells rays start from (at most 10)
+           dy: int, dx: int, # the first diagonal step
+          ) -> Grid | None:
+    "From each source, a diagonal ray in its colour that reflects off the side walls until it leaves the grid."
+    out, (h, w) = g.copy(), g.shape
+    ys, xs = np.nonzero(sources)
+    if len(ys) > 10 or w == 1: return None
+    for y, x in zip(ys, xs):
+        c, vx = g[y, x], dx
+        while True:
+            if not 0 <= x + vx < w: vx = -vx
+            y, x = y + dy, x + vx
+            if not 0 <= y < h: break
+            if out[y, x] == bg: out[y, x] = c
+    return valid(out)
+
+def fit_bounces(cands, targets, tests, ctx) -> list[Fit]:
+    "Diagonal rays from single pixels, bouncing off two opposite walls, that redraw every demonstration up to a colour map."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for walls, turn in (("sides", lambda g: g), ("top and bottom", lambda g: g.T)):
+        gs, ts = [np.ascontiguousarray(turn(g)) for g in grids], [turn(t) for t in targets]
+        srcs = [ray_sources(g, ctx.bg, "singletons") for g in gs]
+        if not all(s.any() for s in srcs): continue
+        for dy, dx in itertools.product((-1, 1), (-1, 1)):
+            outs = [bounce(g, ctx.bg, s, dy, dx) for g, s in zip(gs, srcs)]
+            lut = None if any(o is None for o in outs) else colour_fit(outs[:n], ts)
+            if lut is not None:
+                _vote(votes, [valid(turn(lut[o])) for o in outs[n:]], f"bounce[off the {walls},start {dy:+d},{dx:+d}]")
     return _winners(votes, 2)
 
 # %% ../nbs/06b_arc_search.ipynb #512ea7f1
@@ -1713,7 +2007,7 @@ def _stamp_key(o: Obj, by: str) -> tuple:
 def stamp_objects(g: Grid, # the grid
                   objs: Sequence[Obj], # its objects
                   keys: Sequence[tuple], # each object's kind
-                  stamps: dict[tuple, dict[tuple[int, int], int]], # per kind: offset from the box corner -> colour
+                  stamps: dict[tuple, dict[tuple[int, int], int | tuple[int, int]]], # per kind: offset from the box corner -> a colour, or the box cell whose colour it copies
                  ) -> Grid | None:
     "Every object paints its kind's stamp over the background around it and over itself; None when a kind has no stamp."
     out, (h, w) = g.copy(), g.shape
@@ -1722,11 +2016,11 @@ def stamp_objects(g: Grid, # the grid
         own = _footprint([o], g.shape)
         for (dy, dx), col in stamps[k].items():
             y, x = o.top + dy, o.left + dx
-            if 0 <= y < h and 0 <= x < w and (g[y, x] == o.bg or own[y, x]): out[y, x] = col
+            if 0 <= y < h and 0 <= x < w and (g[y, x] == o.bg or own[y, x]): out[y, x] = o.colours[col] if isinstance(col, tuple) else col
     return valid(out)
 
 def _learn_stamps(cands, targets, objs, keys, bg: int, radius: int) -> dict:
-    "Per kind of object, the most frequent output colour at each offset of its box grown by `radius`, over the cells it may paint."
+    "Per kind of object and offset of its box grown by `radius`: the one colour seen there, else the object's own cell whose colour it always is, else the most frequent colour."
     seen: dict = {}
     for c, t, os_, ks in zip(cands, targets, objs, keys):
         for o, k in zip(os_, ks):
@@ -1735,8 +2029,15 @@ def _learn_stamps(cands, targets, objs, keys, bg: int, radius: int) -> dict:
                 y, x = o.top + dy, o.left + dx
                 if not (0 <= y < c.shape[0] and 0 <= x < c.shape[1]): continue
                 if c[y, x] == bg or (0 <= dy < oh and 0 <= dx < ow and o.mask[dy, dx]):
-                    st.setdefault((dy, dx), Counter())[int(t[y, x])] += 1
-    return {k: {d: cnt.most_common(1)[0][0] for d, cnt in st.items()} for k, st in seen.items()}
+                    st.setdefault((dy, dx), []).append((int(t[y, x]), o))
+
+    def rule(seen_at: list) -> int | tuple[int, int]:
+        cnt = Counter(c for c, _ in seen_at)
+        if len(cnt) > 1:  # colours vary: copied from one of the object's own cells (objects of one kind share a mask)?
+            for p in zip(*np.nonzero(seen_at[0][1].mask)):
+                if all(o.colours[p] == c for c, o in seen_at): return tuple(int(v) for v in p)
+        return cnt.most_common(1)[0][0]
+    return {k: {d: rule(s) for d, s in st.items()} for k, st in seen.items()}
 
 def fit_stamps(cands, targets, tests, ctx) -> list[Fit]:
     "Each object paints a pattern around itself (and may recolour itself), learned per kind of object from the demonstrations."
@@ -2165,7 +2466,7 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_blocks, fit_rays, fit_periodic, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
