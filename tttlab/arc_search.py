@@ -55,18 +55,20 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search',
            'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
            'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree', 'fit_panel_rule',
-           'colour_by_key', 'fit_colour_by_key', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise',
-           'minor_centre', 'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template',
-           'fit_continue', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
-           'fit_rays', 'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'attract_to_walls', 'fit_attract',
-           'stamp_objects', 'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates',
-           'fit_templates', 'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count',
-           'fill_placeholders', 'fit_placeholders', 'partition', 'summarise_cells', 'cell_keys', 'act_on_cells',
-           'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes', 'fit_line_modes',
-           'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of', 'guide_costs',
-           'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples',
-           'guide_beliefs', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main',
-           'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+           'colour_by_key', 'fit_colour_by_key', 'complete_panels', 'fit_panel_template', 'recolour_by_aligned',
+           'fit_aligned_keys', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise', 'minor_centre',
+           'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template', 'fit_continue',
+           'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'fit_rays',
+           'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays', 'shoot_from_odd_cells',
+           'fit_odd_cell_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'select_objects',
+           'move_objects', 'fit_moves', 'complete_templates', 'fit_templates', 'shape_rules', 'periods',
+           'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders', 'fit_placeholders', 'partition',
+           'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
+           'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
+           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
+           'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide',
+           'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
+           'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -1460,6 +1462,66 @@ def fit_colour_by_key(cands, targets, tests, ctx) -> list[Fit]:
     if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
     return [Fit("colour_by_key", outs[len(cands):])]
 
+# %% ../nbs/06b_arc_search.ipynb #7f513550
+def complete_panels(g: Grid, # the grid
+                    bg: int, # its background colour
+                    in_line_colour: bool, # draw the missing cells in the separators' colour (else in the template's colours)
+                    empty_too: bool, # also draw the template into empty panels
+                   ) -> Grid | None:
+    "Every panel between separator lines completed to the fullest panel's shape; None without equal panels."
+    panels = cells_between_lines(g, Context(bg, bg))
+    if not panels or len({p.colours.shape for p in panels}) > 1: return None
+    tpl = max(panels, key=lambda p: int((p.colours != bg).sum())).colours
+    lines = [c for c in np.unique(g).tolist() if c != bg and not any((p.colours == c).any() for p in panels)]
+    if in_line_colour and not lines: return None
+    out = g.copy()
+    for p in panels:
+        if not empty_too and not (p.colours != bg).any(): continue
+        view = out[p.top:p.top + tpl.shape[0], p.left:p.left + tpl.shape[1]]
+        hole = (view == bg) & (tpl != bg)
+        view[hole] = lines[0] if in_line_colour else tpl[hole]
+    return _changed(out, g)
+
+def fit_panel_template(cands, targets, tests, ctx) -> list[Fit]:
+    "Panels completed to the fullest one's shape, in the line colour or the template's, that redraws every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for in_line, empty in itertools.product((True, False), (True, False)):
+        outs = [complete_panels(g, ctx.bg, in_line, empty) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets):
+            _vote(votes, outs[n:], f"panel_template[{'line colour' if in_line else 'its colours'}{',empty panels too' if empty else ''}]")
+    return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #d8d2e1d1
+def recolour_by_aligned(g: Grid, # the grid
+                        bg: int, # its background colour
+                        axis: int, # 1: a key shares the object's columns; 0: its rows
+                       ) -> Grid | None:
+    "Objects of the most common colour repainted in the colour of the one other-coloured cell in line with them; None if none is."
+    counts = colour_counts(g); counts[bg] = 0
+    if not counts.any(): return None
+    plain = int(counts.argmax())
+    keys = (g != bg) & (g != plain)
+    out = g.copy()
+    for o in objects(g, bg, False, False):
+        if o.colours[o.mask][0] != plain: continue
+        band = np.s_[:, o.left:o.left + o.mask.shape[1]] if axis == 1 else np.s_[o.top:o.top + o.mask.shape[0], :]
+        colours = np.unique(g[band][keys[band]])
+        if len(colours) == 1:
+            ys, xs = np.nonzero(o.mask)
+            out[ys + o.top, xs + o.left] = colours[0]
+    return _changed(out, g)
+
+def fit_aligned_keys(cands, targets, tests, ctx) -> list[Fit]:
+    "Objects recoloured by the key in line with them (same columns or same rows), when that redraws every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for axis in (1, 0):
+        outs = [recolour_by_aligned(g, ctx.bg, axis) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets):
+            _vote(votes, outs[n:], f"aligned_keys[{'columns' if axis else 'rows'}]")
+    return _winners(votes, 2)
+
 # %% ../nbs/06b_arc_search.ipynb #a1f00008
 @functools.lru_cache(maxsize=64)
 def _maps(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -1954,6 +2016,75 @@ def fit_bounces(cands, targets, tests, ctx) -> list[Fit]:
             lut = None if any(o is None for o in outs) else colour_fit(outs[:n], ts)
             if lut is not None:
                 _vote(votes, [valid(turn(lut[o])) for o in outs[n:]], f"bounce[off the {walls},start {dy:+d},{dx:+d}]")
+    return _winners(votes, 2)
+
+# %% ../nbs/06b_arc_search.ipynb #41bcc122
+_DIAGONALS = {d: _EIGHT_DIRS[d] for d in ("nw", "ne", "sw", "se")}
+
+def corner_sources(g: Grid, # the grid
+                   bg: int, # its background colour
+                   colour: int, # the objects' colour
+                   direction: str, # a key of `_DIAGONALS`: which corner of each object's box
+                  ) -> np.ndarray:
+    "A bool mask of the corner cells, toward `direction`, of the one-colour objects of `colour` (when the object fills that corner)."
+    m = np.zeros(g.shape, bool)
+    dy, dx = _DIAGONALS[direction]
+    for o in objects(g, bg, False, True):
+        y, x = (0 if dy < 0 else o.mask.shape[0] - 1), (0 if dx < 0 else o.mask.shape[1] - 1)
+        if o.mask[y, x] and o.colours[y, x] == colour: m[o.top + y, o.left + x] = True
+    return m
+
+def fit_corner_rays(cands, targets, tests, ctx) -> list[Fit]:
+    "Diagonal rays from objects' corners, in directions learned per colour, that redraw every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # only the background may change
+    colours = set().union(*(np.unique(c).tolist() for c in cands)) - {ctx.bg}
+    if any(set(np.unique(g).tolist()) - colours - {ctx.bg} for g in tests): return []  # a colour the demonstrations never showed
+    rays = lambda g, c, d: draw_rays(g, ctx.bg, corner_sources(g, ctx.bg, c, d), [d], True)
+    chosen = []
+    for c, d in itertools.product(sorted(colours), _DIAGONALS):
+        news = [(r != g, t) for g, t in zip(cands, targets) for r in [rays(g, c, d)]]
+        if any(new.any() for new, _ in news) and all((t[new] == c).all() for new, t in news): chosen.append((c, d))
+    if not chosen: return []
+    def draw(g):
+        out = g.copy()
+        for c, d in chosen:
+            r = rays(g, c, d); out[r != g] = c
+        return valid(out)
+    outs = [draw(g) for g in list(cands) + list(tests)]
+    if not _same_all(outs[:len(cands)], targets): return []
+    return [Fit("corner_rays[" + ",".join(f"{c}:{d}" for c, d in chosen) + "]", outs[len(cands):])]
+
+def shoot_from_odd_cells(g: Grid, # the grid
+                         bg: int, # its background colour: rays only paint it
+                         outward: bool, # away from the object's centre (else from the cell through the centre and beyond)
+                        ) -> Grid | None:
+    "From each multicolour object's least common colour, a ray of that colour along the line between the cell and the object's centre; None if nothing is painted."
+    out, (h, w) = g.copy(), g.shape
+    objs = objects(g, bg, True, True)
+    if len(objs) > 20: return None
+    for o in objs:
+        cols, counts = np.unique(o.colours[o.mask], return_counts=True)
+        if len(cols) < 2: continue
+        odd = cols[np.argmin(counts)]
+        cy, cx = (o.mask.shape[0] - 1) / 2, (o.mask.shape[1] - 1) / 2
+        for y, x in zip(*np.nonzero(o.mask & (o.colours == odd))):
+            dy, dx = (int(np.sign(y - cy)), int(np.sign(x - cx))) if outward else (int(np.sign(cy - y)), int(np.sign(cx - x)))
+            if dy == dx == 0: continue
+            yy, xx = o.top + y + dy, o.left + x + dx
+            while 0 <= yy < h and 0 <= xx < w and (outward is False or g[yy, xx] == bg):  # inward rays pass through the object
+                if g[yy, xx] == bg: out[yy, xx] = odd
+                yy, xx = yy + dy, xx + dx
+    return _changed(out, g)
+
+def fit_odd_cell_rays(cands, targets, tests, ctx) -> list[Fit]:
+    "Rays from each object's odd-coloured cells, outward or through the object, that redraw every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for outward in (True, False):
+        outs = [shoot_from_odd_cells(g, ctx.bg, outward) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets):
+            _vote(votes, outs[n:], f"odd_cell_rays[{'outward' if outward else 'through the object'}]")
     return _winners(votes, 2)
 
 # %% ../nbs/06b_arc_search.ipynb #512ea7f1
@@ -2466,7 +2597,7 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
