@@ -1374,8 +1374,8 @@ def _tree_stats(t: tuple) -> tuple[int, bool]:
 
 def tree_predict(t: tuple, X: np.ndarray) -> np.ndarray:
     "The leaf label of every row."
-    while t[0] == "split": return np.where(X[:, t[1]] == t[2], tree_predict(t[3], X), tree_predict(t[4], X))
-    return np.full(len(X), t[1])
+    if t[0] == "leaf": return np.full(len(X), t[1])
+    return np.where(X[:, t[1]] == t[2], tree_predict(t[3], X), tree_predict(t[4], X))
 
 _KEEP = 100  # label offset: 100 + j means "copy feature j" (j = 0: keep the cell's colour)
 
@@ -1630,7 +1630,10 @@ def symmetrise(g: Grid, # the grid
         out[yy[free], xx[free]] = cc[free]
     return _changed(out, g)
 
-def minor_centre(g: Grid, bg: int, group: str) -> tuple[int, int] | None:
+def minor_centre(g: Grid, # the grid
+                 bg: int, # its background colour
+                 group: str, # unused: the signature is `best_centre`'s, so the two are interchangeable
+                ) -> tuple[int, int] | None:
     "The doubled centre of the box of the grid's least common colour (a pivot the rest is mirrored about)."
     ranked = _ranked_fg(g, bg)
     if len(ranked) < 2: return None
