@@ -1071,6 +1071,14 @@ class Fit:
 def _same_all(xs: Sequence[Grid], ys: Sequence[Grid]) -> bool:
     return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(xs, ys))
 
+def _colours(grids: Sequence[Grid]) -> set[int]:
+    "Every colour the grids use."
+    return set().union(*(np.unique(g).tolist() for g in grids))
+
+def _added(cands: Sequence[Grid], targets: Sequence[Grid]) -> set[int]:
+    "The colours of the cells the outputs change (same-size pairs)."
+    return _colours([t[c != t] for c, t in zip(cands, targets)])
+
 def _finish(picked: list[Grid], targets: Sequence[Grid], tests: list[Grid], bg: int | None = None) -> tuple[str, list[Grid]] | None:
     "Match demonstration picks to targets up to one symmetry of the square, a colour map or a whole-number scale, or (given the background) as one cell of the pick's main colour; apply it to the test picks."
     for n, f in _D4.items():
@@ -1645,7 +1653,7 @@ def fit_symmetrise(cands, targets, tests, ctx) -> list[Fit]:
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # only the background may change
     grids, n, votes = list(cands) + list(tests), len(cands), {}
-    added = set().union(*(np.unique(t[c != t]).tolist() for c, t in zip(cands, targets))) - set().union(*(np.unique(c).tolist() for c in cands))
+    added = _added(cands, targets) - _colours(cands)
     centres = {"its own centre": best_centre, "the least common colour": minor_centre}
     for (where, centre), group, colour in itertools.product(centres.items(), SYMMETRY_GROUPS, [None, *(added if len(added) == 1 else ())]):
         outs = []
@@ -1940,14 +1948,14 @@ def fit_rays(cands, targets, tests, ctx) -> list[Fit]:
     grids, n = list(cands) + list(tests), len(cands)
     bgs = [int(np.argmax(colour_counts(g))) for g in grids]
     if any(((c != t) & (c != b)).any() for c, t, b in zip(cands, targets, bgs)): return []  # only background cells may change
-    added = set().union(*(np.unique(t[c != t]).tolist() for c, t in zip(cands, targets)))
+    added = _added(cands, targets)
+    fresh = added - _colours(cands)  # colours no input has
     fixed = set.intersection(*(set(np.unique(c).tolist()) for c in cands)) - set(bgs)
     votes: dict = {}
     for which in ["singletons", "minor", *sorted(fixed)]:
         srcs = [ray_sources(g, b, which) for g, b in zip(grids, bgs)]
         if not all(s.any() for s in srcs): continue
         stops = [(True, None), (False, None), ("hit", None), *(("hit", c) for c in sorted(fixed) if c != which)]  # "hit" c: rays that end on colour c
-        fresh = added - set().union(*(np.unique(c).tolist() for c in cands))  # colours no input has
         paints = [(None, None), *((c, None) for c in (added if len(added) == 1 else ())),
                   *((None, c) for c in (fresh if len(fresh) == 1 else ()))]  # the source's colour, the one colour added, or dotted with a new one
         for (colour, dots), (name, dirs), (stop, hit) in itertools.product(paints, RAY_SETS.items(), stops):
@@ -1978,7 +1986,7 @@ def elbow(g: Grid, # the grid
 def fit_elbows(cands, targets, tests, ctx) -> list[Fit]:
     "An L-shaped path in the one colour the outputs add, between the one cells of two colours, that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
-    added = set().union(*(np.unique(t[c != t]).tolist() for c, t in zip(cands, targets)))
+    added = _added(cands, targets)
     if len(added) != 1: return []
     colour, grids, n, votes = added.pop(), list(cands) + list(tests), len(cands), {}
     ones = [c for c in range(10) if c != ctx.bg and all((g == c).sum() == 1 for g in grids)]
@@ -2041,8 +2049,8 @@ def fit_corner_rays(cands, targets, tests, ctx) -> list[Fit]:
     "Diagonal rays from objects' corners, in directions learned per colour, that redraw every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # only the background may change
-    colours = set().union(*(np.unique(c).tolist() for c in cands)) - {ctx.bg}
-    if any(set(np.unique(g).tolist()) - colours - {ctx.bg} for g in tests): return []  # a colour the demonstrations never showed
+    colours = _colours(cands) - {ctx.bg}
+    if _colours(tests) - colours - {ctx.bg}: return []  # a colour the demonstrations never showed
     rays = lambda g, c, d: draw_rays(g, ctx.bg, corner_sources(g, ctx.bg, c, d), [d], True)
     chosen = []
     for c, d in itertools.product(sorted(colours), _DIAGONALS):
