@@ -52,23 +52,23 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'complete_diag', 'complete_rot', 'complete_4', 'fall_down', 'fall_up', 'fall_right', 'fall_left',
            'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h', 'rays_v', 'connect_h', 'connect_v',
            'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross', 'connect_diag', 'halves',
-           'task_context', 'values_key', 'colour_fit', 'match_score', 'Found', 'SearchResult', 'run_program', 'search',
-           'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count',
-           'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree', 'fit_panel_rule',
-           'colour_by_key', 'fit_colour_by_key', 'complete_panels', 'fit_panel_template', 'recolour_by_aligned',
-           'fit_aligned_keys', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise', 'minor_centre',
-           'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template', 'fit_continue',
-           'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'fit_rays',
-           'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays', 'shoot_from_odd_cells',
-           'fit_odd_cell_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'select_objects',
-           'move_objects', 'fit_moves', 'complete_templates', 'fit_templates', 'shape_rules', 'periods',
-           'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders', 'fit_placeholders', 'partition',
-           'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
-           'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
-           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
-           'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide',
-           'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
-           'train_guide_main', 'guide_quality']
+           'task_context', 'values_key', 'colour_fit', 'map_guesses', 'match_score', 'Found', 'SearchResult',
+           'run_program', 'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts',
+           'fit_count', 'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree',
+           'fit_panel_rule', 'colour_by_key', 'fit_colour_by_key', 'complete_panels', 'fit_panel_template',
+           'recolour_by_aligned', 'fit_aligned_keys', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise',
+           'minor_centre', 'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template',
+           'fit_continue', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
+           'fit_rays', 'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays',
+           'shoot_from_odd_cells', 'fit_odd_cell_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects',
+           'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates', 'fit_templates',
+           'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders',
+           'fit_placeholders', 'partition', 'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions',
+           'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells',
+           'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program',
+           'synthetic_task', 'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs',
+           'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json',
+           'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -875,6 +875,13 @@ def colour_fit(cands: Sequence[Grid], targets: Sequence[Grid]) -> np.ndarray | N
     if (seen.sum(1) > 1).any(): return None
     return np.where(seen.any(1), seen.argmax(1), np.arange(10)).astype(np.int8)
 
+def map_guesses(cands: Sequence[Grid], targets: Sequence[Grid], lut: np.ndarray) -> int:
+    "How many colours a colour map changes on the word of one demonstration only (0 with a single demonstration)."
+    if len(cands) < 2: return 0
+    seen = np.zeros(10, int)
+    for c in cands: seen[np.unique(c)] += 1
+    return int(((lut != np.arange(10)) & (seen == 1)).sum())
+
 def match_score(cands: Sequence[Grid], targets: Sequence[Grid]) -> float:
     "Mean share of correct cells over the demonstrations (0 for a wrong shape)."
     return float(np.mean([(c == t).mean() if c.shape == t.shape else 0.0 for c, t in zip(cands, targets)]))
@@ -967,7 +974,7 @@ def search(task: Task, # the task; its test outputs are never read
                 exact = all(np.array_equal(c, t) for c, t in zip(cands, targets))
                 preds = [lut[v] for v in vals[n_demo:]]
                 found.append(Found(tuple(prog), None if exact else tuple(int(x) for x in lut), preds,
-                                   g + (0 if exact else 0.5), nodes))
+                                   g + (0 if exact else 0.5), nodes, map_guesses(cands, targets, lut)))
                 if first is None: first = nodes
                 return  # an answer is not extended further
             score = match_score(cands, targets)
@@ -1254,7 +1261,8 @@ def _nearest_colour(g: Grid, bg: int) -> np.ndarray:
 _CELL_FEATURES = ("colour", *(f"next_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")),
                   *(f"ray_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")), "fg_next4", "fg_next_diag",
                   "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank",
-                  "between_h", "between_v", "row_mod2", "col_mod2", "row_mod3", "col_mod3", "next4_colour", "diag_colour", "nearest_colour")
+                  "between_h", "between_v", "row_mod2", "col_mod2", "row_mod3", "col_mod3", "next4_colour", "diag_colour", "nearest_colour",
+                  "row_mod2_end", "col_mod2_end")
 
 def cell_features(g: Grid, # the grid
                   bg: int, # its background colour
@@ -1287,6 +1295,7 @@ def cell_features(g: Grid, # the grid
     r, c = np.indices((h, w))
     feats += [r % 2, c % 2, r % 3, c % 3]
     feats += [_one_colour(np.stack([at(dy, dx) for dy, dx in ds]), bg) for ds in (dirs[:4], dirs[4:])] + [_nearest_colour(g, bg)]
+    feats += [(h - 1 - r) % 2, (w - 1 - c) % 2]  # parity counted from the bottom and right edges
     return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
 
 _COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest
