@@ -875,7 +875,7 @@ def colour_fit(cands: Sequence[Grid], targets: Sequence[Grid]) -> np.ndarray | N
     if (seen.sum(1) > 1).any(): return None
     return np.where(seen.any(1), seen.argmax(1), np.arange(10)).astype(np.int8)
 
-def map_guesses(cands: Sequence[Grid], targets: Sequence[Grid], lut: np.ndarray) -> int:
+def map_guesses(cands: Sequence[Grid], lut: np.ndarray) -> int:
     "How many colours a colour map changes on the word of one demonstration only (0 with a single demonstration)."
     if len(cands) < 2: return 0
     seen = np.zeros(10, int)
@@ -974,7 +974,7 @@ def search(task: Task, # the task; its test outputs are never read
                 exact = all(np.array_equal(c, t) for c, t in zip(cands, targets))
                 preds = [lut[v] for v in vals[n_demo:]]
                 found.append(Found(tuple(prog), None if exact else tuple(int(x) for x in lut), preds,
-                                   g + (0 if exact else 0.5), nodes, map_guesses(cands, targets, lut)))
+                                   g + (0 if exact else 0.5), nodes, map_guesses(cands, lut)))
                 if first is None: first = nodes
                 return  # an answer is not extended further
             score = match_score(cands, targets)
