@@ -320,3 +320,19 @@ def test_train_guide_main_writes_a_loadable_checkpoint(tmp_path):
     with redirect_stdout(io.StringIO()):
         assert train_guide_main(["--synthetic", "48", "--epochs", "1", "--harvest-seconds", "0", "--out", str(out), "--quiet"]) == 0
     assert load_guide(out).names == list(PRIMITIVES)
+
+
+def test_fitter_sweep_tool_counts_a_fitter_against_a_saved_run(tmp_path):
+    import subprocess, sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run.json"  # a saved run that solved nothing but 007bbfb7
+    run.write_text(json.dumps({"per_task": [{"id": "007bbfb7", "solved": True}, {"id": "d631b094", "solved": False}]}))
+    out = subprocess.run([sys.executable, str(root / "tools" / "arc_fitter_sweep.py"), "fit_count", "--against", str(run), "--procs", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    n_right = int(out.split("right ")[1].split(",")[0])
+    assert out.startswith("fit_count on 400 training tasks") and n_right > 0
+    assert f"was not: {n_right}" in out  # every right answer is new against a run that solved none of them
+    assert "d631b094" in out  # the count of one colour's cells as a row
+    bad = subprocess.run([sys.executable, str(root / "tools" / "arc_fitter_sweep.py"), "fit_nothing"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no fitter 'fit_nothing'" in bad.stderr
