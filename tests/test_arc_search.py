@@ -2,7 +2,10 @@
 import functools
 import io
 import json
+import subprocess
+import sys
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,8 +326,6 @@ def test_train_guide_main_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_fitter_sweep_tool_counts_a_fitter_against_a_saved_run(tmp_path):
-    import subprocess, sys
-    from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run.json"  # a saved run that solved nothing but 007bbfb7
     run.write_text(json.dumps({"per_task": [{"id": "007bbfb7", "solved": True}, {"id": "d631b094", "solved": False}]}))

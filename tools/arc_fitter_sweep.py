@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tttlab import arc_search as S
-from tttlab.arc_data import Task, load_tasks, task_solved
+from tttlab.arc_data import Task, load_tasks
 
 
 def sweep_one(fitter_name: str, # a `fit_*` function of `tttlab.arc_search`
@@ -31,8 +31,7 @@ def sweep_one(fitter_name: str, # a `fit_*` function of `tttlab.arc_search`
     fitter = getattr(S, fitter_name)
     if fitter is S.fit_local_rule: fitter = functools.partial(fitter, seconds=seconds)
     t0 = time.perf_counter()
-    rules = fitter([i for i, _ in task.train], [o for _, o in task.train], list(task.test_inputs), S.task_context(task)) or []
-    right = bool(rules) and task.test_outputs is not None and task_solved([[p] for p in rules[0].predictions], task.test_outputs, 1)
+    rules, right = S.fit_task(fitter, task)
     return {"id": task.id, "rules": [r.name for r in rules], "right": right, "seconds": time.perf_counter() - t0}
 
 

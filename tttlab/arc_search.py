@@ -53,8 +53,8 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h', 'rays_v', 'connect_h', 'connect_v',
            'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross', 'connect_diag', 'halves',
            'task_context', 'values_key', 'colour_fit', 'map_guesses', 'match_score', 'Found', 'SearchResult',
-           'run_program', 'search', 'rank_attempts', 'Fit', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts',
-           'fit_count', 'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree',
+           'run_program', 'search', 'rank_attempts', 'Fit', 'fit_task', 'fit_constant', 'fit_mosaic', 'fit_resize',
+           'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree',
            'fit_panel_rule', 'colour_by_key', 'fit_colour_by_key', 'complete_panels', 'fit_panel_template',
            'recolour_by_aligned', 'fit_aligned_keys', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise',
            'minor_centre', 'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template',
@@ -1125,6 +1125,11 @@ def _cut_all(cut: Callable, cands: Sequence[Grid], tests: Sequence[Grid], bg: in
     "Cut every input with `cut(grid, bg) -> {kind: pieces}`; the cuttings, and the kinds every input has."
     tables = [cut(g, bg) for g in list(cands) + list(tests)]
     return tables, [k for k in tables[0] if all(k in t for t in tables)]
+
+def fit_task(fitter: Callable, task: Task) -> tuple[list[Fit], bool]:
+    "Run one fitter on a task's demonstrations: its rules, and whether the first one predicts the test outputs."
+    rules = fitter([i for i, _ in task.train], [o for _, o in task.train], list(task.test_inputs), task_context(task)) or []
+    return rules, bool(rules) and task.test_outputs is not None and task_solved([[p] for p in rules[0].predictions], task.test_outputs, 1)
 
 def fit_constant(cands, targets, tests, ctx) -> list[Fit]:
     "Every demonstration has the same output."
