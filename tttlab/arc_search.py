@@ -937,6 +937,8 @@ def search(task: Task, # the task; its test outputs are never read
            fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
            local_share: float = 0.3, # the local-rule fitter's time limit, as a share of the budget (each call)
            n_near: int = 4, # near misses kept (states that map some demonstrations exactly) to fill empty attempts, with a cell-tree guess
+           restate: Callable[[list[Grid]], dict[str, float]] | None = None, # a grid state's demonstration values -> costs of its children (None: `costs` everywhere); the cheapest primitive of a type must cost what it does in `costs`, as with `guide_costs`
+           restate_depth: int = 2, # grid states up to this depth get costs of their own, when they first reach the front of the queue
           ) -> SearchResult:
     "Best-first search for programs mapping every demonstration input to its output."
     t0 = time.perf_counter()
@@ -947,7 +949,8 @@ def search(task: Task, # the task; its test outputs are never read
     costs = costs or {n: math.log(len(PRIMITIVES)) for n in PRIMITIVES}  # uniform: -log(1/n)
     by_type = {t: sorted((p for p in PRIMITIVES.values() if p.tin == t), key=lambda p: costs[p.name]) for t in ("grid", "objs")}
     grid_out = {t: [p for p in ps if p.tout == "grid"] for t, ps in by_type.items()}
-    states = []  # (values, type, program, g-cost, score)
+    floor = {t: min((costs[p.name] for p in ps), default=0.0) for t, ps in by_type.items()}
+    states = []  # (values, type, program, g-cost, score, children, their costs: None until the guide has read the state)
     seen = {values_key(root)}
     found, first, nodes, deepest, tick = [], None, 0, 0, 0
     layers = []  # grid states with the outputs' shapes: building blocks for `overlay_rule`
@@ -962,7 +965,7 @@ def search(task: Task, # the task; its test outputs are never read
                 found.append(Found(tuple(prog) + (f.name,), None, f.predictions, g + f.extra, nodes, f.extra - 1))
                 if first is None: first = nodes
 
-    def visit(vals, typ, prog, g):
+    def visit(vals, typ, prog, g, kc):
         "Check a new state for an answer; queue its children."
         nonlocal first
         score = 0.0
@@ -988,26 +991,33 @@ def search(task: Task, # the task; its test outputs are never read
             if len(prog) == max_depth - 1 and typ == "grid" and any(c.shape != t.shape for c, t in zip(vals, targets)):
                 kids = [p for p in kids if p.name not in KEEPS_SHAPE]  # the last step must change a shape
             if kids:
-                states.append((vals, typ, tuple(prog), g, score, kids))
+                unread = restate is not None and typ == "grid" and 1 <= len(prog) <= restate_depth
+                states.append((vals, typ, tuple(prog), g, score, kids, None if unread else kc))
                 push(len(states) - 1, 0)
 
-    def push(sid, k):
+    def push(sid, k, order=None):
         nonlocal tick
-        vals, typ, prog, g, score, kids = states[sid]
+        vals, typ, prog, g, score, kids, kc = states[sid]
         if k < len(kids):
-            tick += 1
-            heapq.heappush(heap, (g + costs[kids[k].name] + match_weight * (1 - score), tick, sid, k))
+            if order is None: tick += 1; order = tick
+            c = floor[typ] if kc is None else kc[kids[k].name]  # a state the guide has not read yet: no child costs less than the floor
+            heapq.heappush(heap, (g + c + match_weight * (1 - score), order, sid, k))
 
     local = functools.partial(fit_local_rule, seconds=local_share * time_budget)  # the slow fitter gets a time limit
     small = functools.partial(fit_local_rule, max_extra=2, seconds=local_share * time_budget)  # and less freedom after the root
     fitted(root, (), 0.0, tuple(local if f is fit_local_rule else f for f in FITTERS_ROOT + FITTERS_STATE))
     search_budget = time_budget - fit_share * (time_budget - (time.perf_counter() - t0))  # the rest is for composing
-    visit(root, "grid", (), 0.0)
+    visit(root, "grid", (), 0.0, costs)
     while heap and nodes < max_nodes and time.perf_counter() - t0 < search_budget:
         if first is not None and nodes >= first + extra_nodes: break
-        _, _, sid, k = heapq.heappop(heap)
+        _, order, sid, k = heapq.heappop(heap)
+        vals, typ, prog, g, score, kids, kc = states[sid]
+        if kc is None:  # the state reaches the front for the first time: the guide reads it, and its best child is queued at its real cost
+            kc = restate(vals[:n_demo])
+            states[sid] = (vals, typ, prog, g, score, sorted(kids, key=lambda p: kc[p.name]), kc)
+            push(sid, 0, order)  # keeping its place among equals
+            continue
         push(sid, k + 1)
-        vals, typ, prog, g, _, kids = states[sid]
         p = kids[k]
         nodes += 1
         out = []
@@ -1020,7 +1030,7 @@ def search(task: Task, # the task; its test outputs are never read
             if key not in seen:
                 seen.add(key)
                 deepest = max(deepest, len(prog) + 1)
-                visit(out, p.tout, prog + (p.name,), g + costs[p.name])
+                visit(out, p.tout, prog + (p.name,), g + kc[p.name], kc)
     if not found and layers:
         rule = overlay_rule([root] + [v for v, _, _ in layers], targets, ctx.bg)
         if rule is not None:
@@ -1034,7 +1044,7 @@ def search(task: Task, # the task; its test outputs are never read
     if not found:  # compose: the fitters on the grid states that look most like the answer, best first
         best = sorted((s for s in states[1:] if s[1] == "grid" and len(s[2]) <= fit_depth), key=lambda s: (-s[4], s[3]))
         same = 0
-        for vals, _, prog, g, score, _ in best:
+        for vals, _, prog, g, score, *_ in best:
             if time.perf_counter() - t0 >= time_budget: break
             same_shape = same < fit_local and all(v.shape == t.shape for v, t in zip(vals, targets))
             same += same_shape
@@ -2844,7 +2854,7 @@ def save_guide(guide: Guide, path: Path) -> Path:
     return path
 
 class GuideError(TTTLabError):
-    "A guide checkpoint is missing or does not fit the network."
+    "A guide checkpoint is missing or does not fit the network, or a guide setting is impossible."
 
 GUIDE_PATH = Path(tttlab.__file__).parent / "data" / "arc_guide.safetensors"  # the shipped checkpoint
 
@@ -2872,18 +2882,22 @@ def make_solver(guide_mode: str = "static", # "none", "static" or "ttt" (static:
                 max_depth: int = 4, # longest program
                 ttt_steps: int = 4, # adaptation steps (guide_mode "ttt")
                 seed: int = 0, # random seed of the adaptation
+                restate_depth: int = 2, # the guide re-reads grid states up to this depth against the outputs (0: only the task's own pairs)
                ) -> Callable[[Task], Solution]:
     "A `solve(task) -> Solution` for `run_solver`; its `.log` maps task ids to their `SearchResult`."
     if guide_mode not in GUIDE_MODES: raise GuideError(f"unknown guide mode {guide_mode!r}; use one of {GUIDE_MODES}")
+    if restate_depth < 0: raise GuideError(f"restate_depth must be 0 (off) or more, not {restate_depth}")
     if guide_mode != "none" and guide is None: guide = load_guide()
     log: dict[str, SearchResult] = {}
     def solve(task: Task) -> Solution:
         t0 = time.perf_counter()
-        costs = None
+        costs, restate = None, None
         if guide_mode != "none":
             g = adapt_guide(guide, task, steps=ttt_steps, seed=seed) if guide_mode == "ttt" else guide
             costs = guide_costs(g, task.train)
-        r = search(task, costs, max_depth, time_budget=max(0.05, time_per_task - (time.perf_counter() - t0)))
+            if restate_depth: restate = lambda vals: guide_costs(g, list(zip(vals, (o for _, o in task.train))))
+        r = search(task, costs, max_depth, time_budget=max(0.05, time_per_task - (time.perf_counter() - t0)),
+                   restate=restate, restate_depth=restate_depth)
         log[task.id] = r
         return Solution(r.attempts, {"nodes_expanded": r.nodes_expanded, "programs_found": len(r.found)})
     solve.log = log
@@ -2899,13 +2913,14 @@ def solve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-per-task", type=float, default=10.0, help="seconds per task, guide adaptation included")
     p.add_argument("--max-depth", type=int, default=4, help="longest program searched")
     p.add_argument("--ttt-steps", type=int, default=4, help="guide adaptation steps per task")
+    p.add_argument("--restate-depth", type=int, default=2, help="the guide re-reads grid states up to this depth (0: off)")
     p.add_argument("--save", type=Path, default=None, help="write per-task programs and node counts here (JSON)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this small network on a shared CPU)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     tasks = tasks_from_args(args)
     guide = load_guide(args.guide_path) if args.guide != "none" else None
-    solve = make_solver(args.guide, guide, args.time_per_task, args.max_depth, args.ttt_steps, args.seed)
+    solve = make_solver(args.guide, guide, args.time_per_task, args.max_depth, args.ttt_steps, args.seed, args.restate_depth)
     summary = run_solver(solve, tasks, name=f"search-{args.guide}", progress=not args.quiet,
                          json_line=False, extras=["nodes_expanded"])
     if args.save is not None:
