@@ -20,7 +20,7 @@ from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, 
                                move_objects, select_objects, complete_templates, MOVES, RAY_SETS, guide_costs, load_guide, make_solver, normalised, objects,
                                ANCHORS, EXTEND_MODES, act_on_cells, cell_keys, colour_order, extend_canvas, fill_placeholders, fit_cell_actions,
                                fit_cell_copies, fit_cell_summary, fit_colour_order, fit_extend, fit_line_modes, fit_placeholders, fit_scale_count, line_modes,
-                               copy_cells, partition, periods, shape_rules, summarise_cells,
+                               Found, copy_cells, partition, periods, rank_attempts, shape_rules, summarise_cells,
                                fit_cell_tree, overlay_rule, search,
                                solve_main, task_context, train_guide_main)
 
@@ -228,7 +228,8 @@ _patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s d
                                         (fit_extend, "963e52fc"), (fit_scale_count, "b91ae062"), (fit_blocks, "c3e719e8"),
                                         (fit_placeholders, "321b1fc6"), (fit_placeholders, "e76a88a6"), (fit_cell_summary, "780d0b14"),
                                         (fit_cell_summary, "9f236235"), (fit_cell_actions, "29623171"), (fit_line_modes, "e26a3af2"),
-                                        (fit_cell_copies, "8e5a5113"), (fit_cell_copies, "c444b776"), (fit_colour_order, "4be741c5")])
+                                        (fit_cell_copies, "8e5a5113"), (fit_cell_copies, "c444b776"), (fit_colour_order, "4be741c5"),
+                                        (fit_extend, "eb281b96"), (fit_extend, "49d1d64f")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
@@ -348,3 +349,41 @@ def test_fitter_sweep_tool_counts_a_fitter_against_a_saved_run(tmp_path):
     assert "d631b094" in out  # the count of one colour's cells as a row
     bad = subprocess.run([sys.executable, str(root / "tools" / "arc_fitter_sweep.py"), "fit_nothing"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no fitter 'fit_nothing'" in bad.stderr
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.tuples(st.integers(1, 4), st.integers(1, 4)), b=st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
+       sizes=st.lists(st.tuples(st.integers(2, 7), st.integers(2, 7)), min_size=2, max_size=4, unique=True))
+def test_shape_rules_find_each_side_own_affine_rule(a, b, sizes):
+    ins = [np.zeros(s, np.int8) for s in sizes]
+    shapes = [(a[0] * h + b[0], a[1] * w + b[1]) for h, w in sizes]
+    if min(map(min, shapes)) < 1 or (a, b) == ((1, 1), (0, 0)): return  # an output must exist and differ in shape
+    outs = [np.zeros(s, np.int8) for s in shapes]
+    test = np.zeros((5, 3), np.int8)
+    want = (a[0] * 5 + b[0], a[1] * 3 + b[1])
+    rules = shape_rules(ins, outs, [test], 0)
+    assert all(len(s) == 1 for s in rules.values())
+    assert any(s == [want] for s in rules.values()) or len({h for h, _ in sizes}) == 1 or len({w for _, w in sizes}) == 1
+
+
+def test_a_cell_kind_may_copy_some_of_the_time_and_keep_one_colour_otherwise():
+    t = {t.id: t for t in load_tasks("training")}["c9f8e694"]  # grey cells take the colour at their row's left end; black stays black
+    rules = fit_local_rule([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t), max_extra=2, seconds=20, unseen=True)
+    assert rules and rules[0].name == "local_rule[colour->copy row_left,unseen kept]"
+    assert task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
+
+
+def test_the_second_attempt_goes_to_another_kind_of_rule():
+    g = lambda v: np.full((2, 2), v, np.int8)
+    found = [Found(("local_rule[a]",), None, [g(1)], 2.0, 0, 1), Found(("local_rule[b]",), None, [g(2)], 2.0, 0, 1),
+             Found(("keep_major", "bg_to_new"), (0, 5, 2, 3, 4, 5, 6, 7, 8, 9), [g(3)], 9.0, 0, 0)]
+    assert [int(a[0, 0]) for a in rank_attempts(found, 1)[0]] == [1, 3]  # as short as the runner-up, and not another local rule
+    longer = found[:2] + [Found(("keep_major", "bg_to_new", "flip_lr"), None, [g(3)], 9.0, 0, 0)]
+    assert [int(a[0, 0]) for a in rank_attempts(longer, 1)[0]] == [1, 2]  # a longer program does not jump the queue
+
+
+@pytest.mark.parametrize("tid", ["aabf363d", "9565186b"])
+def test_the_search_goes_on_past_answers_that_guess(tid):
+    t = {t.id: t for t in load_tasks("training")}[tid]  # the first answers are a colour map with guessed entries, or fitted rules
+    r = search(t, guide_costs(load_guide(), t.train), 4, time_budget=20)
+    assert task_solved(r.attempts, t.test_outputs)

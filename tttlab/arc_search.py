@@ -931,7 +931,7 @@ def search(task: Task, # the task; its test outputs are never read
            time_budget: float = 10.0, # seconds
            max_nodes: int = 1_000_000, # node budget
            match_weight: float = 1.0, # how much partial match lowers a child's priority
-           extra_nodes: int = 300, # after the first program, how many more nodes to spend looking for agreement
+           extra_nodes: int = 300, # after the first program that guesses nothing, how many more nodes to spend looking for agreement
            fit_depth: int = 2, # compose fitters with grid states up to this depth
            fit_share: float = 0.4, # share of the time budget kept for composing fitters with the best states
            fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
@@ -952,22 +952,23 @@ def search(task: Task, # the task; its test outputs are never read
     floor = {t: min((costs[p.name] for p in ps), default=0.0) for t, ps in by_type.items()}
     states = []  # (values, type, program, g-cost, score, children, their costs: None until the guide has read the state)
     seen = {values_key(root)}
-    found, first, nodes, deepest, tick = [], None, 0, 0, 0
+    found, first, settled, nodes, deepest, tick = [], None, None, 0, 0, 0
     layers = []  # grid states with the outputs' shapes: building blocks for `overlay_rule`
     heap: list = []
     near: list = []  # a min-heap of the best near misses: (demonstrations matched, match score, -length, -cost, node, Found)
 
     def fitted(vals, prog, g, fitters):
         "Run fitters on a grid state; their rules become found programs."
-        nonlocal first
+        nonlocal first, settled
         for fitter in fitters:
             for f in fitter(vals[:n_demo], targets, vals[n_demo:], ctx):
                 found.append(Found(tuple(prog) + (f.name,), None, f.predictions, g + f.extra, nodes, f.extra - 1))
                 if first is None: first = nodes
+                if settled is None and f.extra <= 1: settled = nodes
 
     def visit(vals, typ, prog, g, kc):
         "Check a new state for an answer; queue its children."
-        nonlocal first
+        nonlocal first, settled
         score = 0.0
         if typ == "grid" and len(prog) == 1: fitted(vals, prog, g, FITTERS_STATE)
         if typ == "grid":
@@ -979,7 +980,9 @@ def search(task: Task, # the task; its test outputs are never read
                 found.append(Found(tuple(prog), None if exact else tuple(int(x) for x in lut), preds,
                                    g + (0 if exact else 0.5), nodes, map_guesses(cands, lut)))
                 if first is None: first = nodes
-                return  # an answer is not extended further
+                if found[-1].extra <= 0:
+                    if settled is None: settled = nodes
+                    return  # an answer is not extended further, unless its colour map guesses
             score = match_score(cands, targets)
             if all(c.shape == t.shape for c, t in zip(cands, targets)): layers.append((vals, prog, g))
             hits = sum(c.shape == t.shape and np.array_equal(c, t) for c, t in zip(cands, targets))
@@ -1009,7 +1012,7 @@ def search(task: Task, # the task; its test outputs are never read
     search_budget = time_budget - fit_share * (time_budget - (time.perf_counter() - t0))  # the rest is for composing
     visit(root, "grid", (), 0.0, costs)
     while heap and nodes < max_nodes and time.perf_counter() - t0 < search_budget:
-        if first is not None and nodes >= first + extra_nodes: break
+        if settled is not None and nodes >= settled + extra_nodes: break
         _, order, sid, k = heapq.heappop(heap)
         vals, typ, prog, g, score, kids, kc = states[sid]
         if kc is None:  # the state reaches the front for the first time: the guide reads it, and its best child is queued at its real cost
@@ -1038,10 +1041,10 @@ def search(task: Task, # the task; its test outputs are never read
             progs = [layers[k - 1][1] if k else () for k in chosen]
             found.append(Found(("overlay[" + " | ".join(" ∘ ".join(reversed(p)) or "input" for p in progs) + "]",), None, preds,
                                sum(layers[k - 1][2] for k in chosen if k), nodes, sum(map(len, progs)) + len(progs) - 2))
-    if not found:  # colour normalisation, and local rules whose unseen test cells keep their colour
+    if settled is None:  # colour normalisation, and local rules whose unseen test cells keep their colour (also when every answer so far guesses)
         fallback = functools.partial(fit_local_rule, max_extra=2, seconds=local_share * time_budget, unseen=True)
         fitted(root, (), 0.0, tuple(normalised(small if f is fit_local_rule else f) for f in FITTERS_NORMALISED) + (fallback,))
-    if not found:  # compose: the fitters on the grid states that look most like the answer, best first
+    if settled is None:  # compose: the fitters on the grid states that look most like the answer, best first
         best = sorted((s for s in states[1:] if s[1] == "grid" and len(s[2]) <= fit_depth), key=lambda s: (-s[4], s[3]))
         same = 0
         for vals, _, prog, g, score, *_ in best:
@@ -1061,11 +1064,17 @@ def rank_attempts(found: Sequence[Found], # programs consistent with every demon
                   k: int = 2, # attempts per test input
                   near: Sequence[Found] = (), # near misses, best first: they fill the slots left
                  ) -> list[list[Grid]]:
-    "Up to k distinct predictions per test input: shortest program first, then most agreement, then lowest cost; then near misses."
+    "Up to k distinct predictions per test input: shortest program first, then most agreement, then lowest cost (the second of another kind, if one is as short); then near misses."
     key = lambda f: tuple(grid_key(p) for p in f.predictions)
     groups: dict = {}
     for f in found: groups.setdefault(key(f), []).append(f)
-    ranked = [fs[0] for fs in sorted(groups.values(), key=lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs)))]
+    rank = lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs))
+    ranked = [fs[0] for fs in sorted(groups.values(), key=rank)]
+    if len(ranked) > 2:  # the second attempt: among programs as short as the runner-up, another kind of rule than the first
+        kind = lambda f: tuple(step.split("[")[0] for step in f.program)
+        tier = len(ranked[1].program) + ranked[1].extra
+        other = next((f for f in ranked[1:] if len(f.program) + f.extra <= tier and kind(f) != kind(ranked[0])), None)
+        if other is not None: ranked.remove(other); ranked.insert(1, other)
     taken = set(groups)
     for f in near:
         if key(f) not in taken: taken.add(key(f)); ranked.append(f)
@@ -1277,7 +1286,7 @@ _CELL_FEATURES = ("colour", *(f"next_{d}" for d in ("n", "s", "w", "e", "nw", "n
                   *(f"ray_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")), "fg_next4", "fg_next_diag",
                   "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank",
                   "between_h", "between_v", "row_mod2", "col_mod2", "row_mod3", "col_mod3", "next4_colour", "diag_colour", "nearest_colour",
-                  "row_mod2_end", "col_mod2_end")
+                  "row_mod2_end", "col_mod2_end", "row_left", "row_right", "col_top", "col_bottom")
 
 def cell_features(g: Grid, # the grid
                   bg: int, # its background colour
@@ -1311,9 +1320,10 @@ def cell_features(g: Grid, # the grid
     feats += [r % 2, c % 2, r % 3, c % 3]
     feats += [_one_colour(np.stack([at(dy, dx) for dy, dx in ds]), bg) for ds in (dirs[:4], dirs[4:])] + [_nearest_colour(g, bg)]
     feats += [(h - 1 - r) % 2, (w - 1 - c) % 2]  # parity counted from the bottom and right edges
+    feats += [np.broadcast_to(g[:, k][:, None], (h, w)) for k in (0, -1)] + [np.broadcast_to(g[k][None, :], (h, w)) for k in (0, -1)]  # the row's and column's end cells
     return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
 
-_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest
+_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41))  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells
 
 def fit_local_rule(cands, targets, tests, ctx,
                    max_extra: int = 3, # most features besides the cell's colour
@@ -1330,7 +1340,7 @@ def fit_local_rule(cands, targets, tests, ctx,
     nf = X.shape[1]
     enc = {None: y} | {j: np.where(y == X[:, j], 100 + j, y) for j in _COPY_FROM}  # 100 + j: "copy feature j"
     wide = [list(range(0, 5)), [0, *range(9, 13)], list(range(0, 9)), [0, *range(9, 17)]]  # the 4 or 8 neighbours or rays
-    sizes = [[(c, srcs) for e in itertools.combinations(range(1, nf), s)
+    sizes = [[([0], _COPY_FROM[1:])]] + [[(c, srcs) for e in itertools.combinations(range(1, nf), s)
               for c, srcs in [([0, *e], (None,) + (_COPY_FROM[1:] if s < 3 else ())), (list(e), (None,) + _COPY_FROM if s < 3 else ())]]
              for s in range(1, max_extra + 1)] + [[(w, (None,))] for w in wide]
     covered: dict = {}  # feature tuple -> every test cell's values were seen; a superset of an uncovered tuple is uncovered too
@@ -1354,8 +1364,13 @@ def fit_local_rule(cands, targets, tests, ctx,
                     if not covered[tuple(cols)]: continue  # a test cell was never seen
                 for s_ in srcs:
                     v = enc[s_][order]
-                    if (v != v[new][grp]).any(): continue
                     uv = v[new]
+                    if (bad := v != uv[grp]).any():  # a kind of cell that copies only sometimes may still have one colour
+                        if s_ is None: continue
+                        yo = y[order]
+                        mixed = np.bincount(grp, bad) > 0
+                        if (mixed & (np.bincount(grp, yo != yo[new][grp]) > 0)).any(): continue
+                        uv = np.where(mixed, yo[new], uv)
                     preds = []
                     for g, t in zip(tests, T):
                         tk = t[:, cols] @ (32 ** np.arange(len(cols)))
@@ -1369,7 +1384,7 @@ def fit_local_rule(cands, targets, tests, ctx,
             if votes: return _winners(votes, 2 + unseen, "local_rule[{}" + (",unseen kept]" if unseen else "]"))
         return []
 
-    return rules(sizes[:2], True) if unseen else rules(sizes, False)
+    return rules(sizes[:3], True) if unseen else rules(sizes, False)
 
 # %% ../nbs/06b_arc_search.ipynb #057dce67
 def _entropy(counts: np.ndarray) -> np.ndarray:
@@ -2339,6 +2354,14 @@ def fit_templates(cands, targets, tests, ctx) -> list[Fit]:
     return []
 
 # %% ../nbs/06b_arc_search.ipynb #a3b00002
+def _axis_rule(ns: Sequence[int], ms: Sequence[int]) -> tuple[int, int] | None:
+    "Whole numbers (a ≥ 1, b) with m = a·n + b for every pair, from the two most different sides; None if there is none."
+    lo, hi = min(range(len(ns)), key=ns.__getitem__), max(range(len(ns)), key=ns.__getitem__)
+    if ns[lo] == ns[hi]: return (1, ms[0] - ns[0]) if len(set(ms)) == 1 else None
+    a, r = divmod(ms[hi] - ms[lo], ns[hi] - ns[lo])
+    b = ms[lo] - a * ns[lo]
+    return (a, b) if not r and a >= 1 and all(a * n + b == m for n, m in zip(ns, ms)) else None
+
 def shape_rules(cands: Sequence[Grid], # the demonstration inputs
                 targets: Sequence[Grid], # their outputs
                 tests: Sequence[Grid], # the test inputs
@@ -2353,6 +2376,9 @@ def shape_rules(cands: Sequence[Grid], # the demonstration inputs
     r = {(t[0] / c[0], t[1] / c[1]) for c, t in hs}
     if len(r) == 1 and (a := r.pop()) != (1, 1) and all(x == int(x) for x in a):
         rules[f"times {int(a[0])}x{int(a[1])}"] = [(g.shape[0] * int(a[0]), g.shape[1] * int(a[1])) for g in tests]
+    axes = [_axis_rule([c[a] for c, _ in hs], [t[a] for _, t in hs]) for a in (0, 1)]
+    if None not in axes and any(a != 1 for a, _ in axes) and any(b for _, b in axes):  # each side its own a·n + b (not a plain plus or times)
+        rules["affine " + "x".join(f"{a}n{b:+d}" for a, b in axes)] = [tuple(a * n + b for (a, b), n in zip(axes, g.shape)) for g in tests]
     ks = [t[0] // c[0] for c, t in hs]
     if len(set(ks)) > 1 and all(t == (k * c[0], k * c[1]) for (c, t), k in zip(hs, ks)):  # a square scale that changes: a count?
         counts = [grid_counts(g, bg) for g in list(cands) + list(tests)]
@@ -2374,7 +2400,7 @@ def periods(g: Grid, limit: int = 4) -> list[tuple[int, int]]:
 ANCHORS = {"top-left": lambda H, W, h, w: (0, 0), "bottom-right": lambda H, W, h, w: (H - h, W - w),
            "top-right": lambda H, W, h, w: (0, W - w), "bottom-left": lambda H, W, h, w: (H - h, 0),
            "centre": lambda H, W, h, w: ((H - h) // 2, (W - w) // 2)}  # where the input sits on a larger canvas
-EXTEND_MODES = ("periods", "reflect", "symmetric", "wrap")  # how the rest of the canvas continues it (the last three as `np.pad` names them)
+EXTEND_MODES = ("periods", "reflect", "symmetric", "wrap", "edge")  # how the rest of the canvas continues it (the others as `np.pad` names them; "edge" leaves the corners background)
 
 def extend_canvas(g: Grid, # the grid
                   shape: tuple[int, int], # the larger canvas
@@ -2382,10 +2408,14 @@ def extend_canvas(g: Grid, # the grid
                   bg: int, # the colour of cells no period reaches
                   mode: str = "periods", # one of `EXTEND_MODES`
                  ) -> Grid | None:
-    "The grid on a larger canvas, continued by its own shortest periods (or reflected, mirrored or wrapped as `np.pad` does); None if the canvas is not larger."
+    "The grid on a larger canvas, continued by its own shortest periods (or reflected, mirrored, wrapped or its edges stretched); None if the canvas is not larger."
     (H, W), (h, w) = shape, g.shape
     if H < h or W < w or (H, W) == (h, w): return None
     y, x = ANCHORS[anchor](H, W, h, w)
+    if mode == "edge":
+        out = np.pad(g, ((y, H - h - y), (x, W - w - x)), mode="edge")
+        rows, cols = np.zeros(H, bool), np.zeros(W, bool); rows[y:y + h] = True; cols[x:x + w] = True
+        return valid(np.where(rows[:, None] | cols[None, :], out, bg))
     if mode != "periods": return valid(np.pad(g, ((y, H - h - y), (x, W - w - x)), mode=mode))
     steps = periods(g)
     if not steps: return None
@@ -2404,10 +2434,11 @@ def extend_canvas(g: Grid, # the grid
 def fit_extend(cands, targets, tests, ctx) -> list[Fit]:
     "The output is a larger canvas that holds the input and continues it; the canvas size, the input's place and the way it continues are learned."
     if not all(t.shape[0] >= c.shape[0] and t.shape[1] >= c.shape[1] for c, t in zip(cands, targets)) or all(c.shape == t.shape for c, t in zip(cands, targets)): return []
-    for (rule, shapes), mode, anchor in itertools.product(shape_rules(cands, targets, tests, ctx.bg).items(), EXTEND_MODES, ANCHORS):
-        if all((p := extend_canvas(c, t.shape, anchor, ctx.bg, mode)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
-            preds = [extend_canvas(g, s, anchor, ctx.bg, mode) for g, s in zip(tests, shapes)]
-            if all(p is not None for p in preds): return [Fit(f"extend[{rule},{mode},{anchor}]", preds)]
+    fills = dict.fromkeys((ctx.bg, 0, ctx.new))  # the colour of cells the input does not reach
+    for (rule, shapes), mode, anchor, fill in itertools.product(shape_rules(cands, targets, tests, ctx.bg).items(), EXTEND_MODES, ANCHORS, fills):
+        if all((p := extend_canvas(c, t.shape, anchor, fill, mode)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
+            preds = [extend_canvas(g, s, anchor, fill, mode) for g, s in zip(tests, shapes)]
+            if all(p is not None for p in preds): return [Fit(f"extend[{rule},{mode},{anchor}" + (f",fill {fill}]" if fill != ctx.bg else "]"), preds)]
     return []
 
 def fit_scale_count(cands, targets, tests, ctx) -> list[Fit]:
