@@ -361,6 +361,7 @@ def test_shape_rules_find_each_side_own_affine_rule(a, b, sizes):
     outs = [np.zeros(s, np.int8) for s in shapes]
     test = np.zeros((5, 3), np.int8)
     want = (a[0] * 5 + b[0], a[1] * 3 + b[1])
+    if min(want) < 1: return  # no valid test output
     rules = shape_rules(ins, outs, [test], 0)
     assert all(len(s) == 1 for s in rules.values())
     assert any(s == [want] for s in rules.values()) or len({h for h, _ in sizes}) == 1 or len({w for _, w in sizes}) == 1
