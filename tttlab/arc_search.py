@@ -2367,7 +2367,7 @@ def shape_rules(cands: Sequence[Grid], # the demonstration inputs
                 tests: Sequence[Grid], # the test inputs
                 bg: int, # the background colour
                ) -> dict[str, list[tuple[int, int]]]:
-    "Rules that give every demonstration output's shape from its input (fixed, plus, times, times a count), with the shapes they give the test inputs."
+    "Rules that give every demonstration output's shape from its input (fixed, plus, times, a·n + b per side, times a count), with the shapes they give the test inputs."
     hs = [(c.shape, t.shape) for c, t in zip(cands, targets)]
     rules = {}
     if len({t for _, t in hs}) == 1: rules[f"fixed {hs[0][1][0]}x{hs[0][1][1]}"] = [hs[0][1]] * len(tests)
