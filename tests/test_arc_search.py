@@ -21,7 +21,7 @@ from tttlab.arc_search import (FITTERS_NORMALISED, FITTERS_ROOT, FITTERS_STATE, 
                                ANCHORS, EXTEND_MODES, act_on_cells, cell_keys, colour_order, extend_canvas, fill_placeholders, fit_cell_actions,
                                fit_cell_copies, fit_cell_summary, fit_colour_order, fit_extend, fit_line_modes, fit_placeholders, fit_scale_count, line_modes,
                                Found, copy_cells, partition, periods, rank_attempts, shape_rules, summarise_cells,
-                               fit_cell_tree, overlay_rule, search,
+                               fit_cell_tree, overlay_rule, search, cell_features, _CELL_FEATURES, fit_panel_lookup, panel_props,
                                solve_main, task_context, train_guide_main)
 
 torch.set_num_threads(1)
@@ -229,12 +229,36 @@ _patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s d
                                         (fit_placeholders, "321b1fc6"), (fit_placeholders, "e76a88a6"), (fit_cell_summary, "780d0b14"),
                                         (fit_cell_summary, "9f236235"), (fit_cell_actions, "29623171"), (fit_line_modes, "e26a3af2"),
                                         (fit_cell_copies, "8e5a5113"), (fit_cell_copies, "c444b776"), (fit_colour_order, "4be741c5"),
-                                        (fit_extend, "eb281b96"), (fit_extend, "49d1d64f")])
+                                        (fit_extend, "eb281b96"), (fit_extend, "49d1d64f"), (fit_object_recolour, "d2abd087"),
+                                        (fit_object_recolour, "44d8ac46"), (_patient_local_rule, "44d8ac46"),
+                                        (_patient_local_rule, "694f12f3"), (_patient_local_rule, "3bdb4ada"),
+                                        (_patient_local_rule, "d23f8c26"), (_patient_local_rule, "ce9e57f2"), (fit_panel_lookup, "6773b310")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
     assert rules and task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
     assert task_solved(search(t, time_budget=2).attempts, t.test_outputs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9))
+def test_region_facts_describe_each_cells_region(g, bg):
+    from scipy import ndimage
+    F = cell_features(g, bg).reshape(*g.shape, -1)
+    place, box, rows, cols, rhalf, chalf = (_CELL_FEATURES.index(n) for n in ("region_place", "region_box", "region_row_mod2",
+                                                                          "region_col_mod2", "region_row_half", "region_col_half"))
+    half = lambda v: np.where(v < (v.min() + v.max()) / 2, 0, np.where(v > (v.min() + v.max()) / 2, 2, 1))
+    for c in np.unique(g):
+        lab, n = ndimage.label(g == c)  # 4-connected, as the features' regions
+        sizes = np.bincount(lab.ravel())[1:]
+        for k in range(1, n + 1):
+            ys, xs = np.nonzero(lab == k)
+            f, h, w = F[ys, xs], np.ptp(ys) + 1, np.ptp(xs) + 1
+            assert (f[:, box] == (2 if h * w != len(ys) else int(h != w))).all()
+            assert (f[:, rows] == (ys - ys.min()) % 2).all() and (f[:, cols] == (xs - xs.min()) % 2).all()
+            assert (f[:, rhalf] == half(ys)).all() and (f[:, chalf] == half(xs)).all()
+            want = 3 if sizes.min() == sizes.max() else 0 if len(ys) == sizes.max() else 1 if len(ys) == sizes.min() else 2
+            assert (f[:, place] == want).all()
 
 
 @settings(max_examples=40, deadline=None)
@@ -261,6 +285,12 @@ def test_partition_rules_are_total_and_keep_the_separators(g, bg, acts):
         s = summarise_cells(g, bg, how)
         assert (s is None) == (spans is None)
         if s is not None: as_grid(s); assert s.shape == (len(spans[0]), len(spans[1]))
+    props = panel_props(g, bg)
+    assert (props is None) == (spans is None)
+    if props is not None:  # a row per cell, counting its coloured cells, and its commonest colour is the summary's
+        assert props[1] == (len(spans[0]), len(spans[1])) and props[0].shape == (props[1][0] * props[1][1], 7)
+        assert props[0][:, 0].sum() == sum((g[a:b, c:d] != bg).sum() for (a, b) in spans[0] for (c, d) in spans[1])
+        assert np.array_equal(props[0][:, 2].reshape(props[1]), summarise_cells(g, bg, "commonest"))
     keyed = cell_keys(g, bg)
     for plan in (None, ["rot90"] * len(keyed or [])):
         if (c := copy_cells(g, bg, plan)) is not None: as_grid(c); assert c.shape == g.shape

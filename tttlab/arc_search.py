@@ -63,12 +63,12 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'shoot_from_odd_cells', 'fit_odd_cell_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects',
            'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates', 'fit_templates',
            'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders',
-           'fit_placeholders', 'partition', 'summarise_cells', 'cell_keys', 'act_on_cells', 'fit_cell_actions',
-           'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells',
-           'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program',
-           'synthetic_task', 'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs',
-           'adapt_guide', 'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json',
-           'harvest_programs', 'train_guide_main', 'guide_quality']
+           'fit_placeholders', 'partition', 'summarise_cells', 'panel_props', 'fit_panel_lookup', 'cell_keys',
+           'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes',
+           'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of',
+           'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
+           'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
+           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -1286,7 +1286,7 @@ _CELL_FEATURES = ("colour", *(f"next_{d}" for d in ("n", "s", "w", "e", "nw", "n
                   *(f"ray_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")), "fg_next4", "fg_next_diag",
                   "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank",
                   "between_h", "between_v", "row_mod2", "col_mod2", "row_mod3", "col_mod3", "next4_colour", "diag_colour", "nearest_colour",
-                  "row_mod2_end", "col_mod2_end", "row_left", "row_right", "col_top", "col_bottom")
+                  "row_mod2_end", "col_mod2_end", "row_left", "row_right", "col_top", "col_bottom", "region_place", "region_box", "region_row_mod2", "region_col_mod2", "region_row_half", "region_col_half", "row_nearer_end", "col_nearer_end")
 
 def cell_features(g: Grid, # the grid
                   bg: int, # its background colour
@@ -1299,13 +1299,20 @@ def cell_features(g: Grid, # the grid
     fg = g != bg
     fgp = np.pad(fg, 1).astype(np.int64)
     near = lambda ds: sum(fgp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in ds)
-    size, border = np.zeros((h, w), np.int64), np.zeros((h, w), np.int64)
+    size, border, place, box, top, left, bottom, right = (np.zeros((h, w), np.int64) for _ in range(8))
     for c in np.flatnonzero(colour_counts(g)):
         lab, n = ndimage.label(g == c, _FOUR)
         sizes = np.bincount(lab.ravel())
         edge = np.zeros(n + 1, bool); edge[np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]]] = True
         m = lab > 0
         size[m] = np.minimum(sizes[lab[m]], 31); border[m] = edge[lab[m]]
+        s = sizes[lab[m]]; lo, hi = sizes[1:].min(), sizes[1:].max()
+        place[m] = np.where(lo == hi, 3, np.where(s == hi, 0, np.where(s == lo, 1, 2)))  # among its colour's regions: largest, smallest, between, all one size
+        boxes = np.array([(a.start, a.stop, b.start, b.stop) for a, b in ndimage.find_objects(lab)]).reshape(-1, 4)
+        spans = boxes[:, 1::2] - boxes[:, ::2]
+        shape = np.r_[2, np.where(spans.prod(1) == sizes[1:], (spans[:, 0] != spans[:, 1]).astype(np.int64), 2)]
+        box[m] = shape[lab[m]]  # the region fills its box: 0 a square, 1 another rectangle; 2 it does not
+        top[m], bottom[m], left[m], right[m] = (np.r_[0, boxes[:, k]][lab[m]] for k in range(4))
     counts = colour_counts(g).astype(np.int64); counts[bg] = -1
     rank = np.argsort(np.argsort(-counts, kind="stable"), kind="stable")  # 0: the most common foreground colour
     line_major = lambda axis: np.stack([(g == c).sum(axis) * (c != bg) for c in range(10)]).argmax(0) + 10 * ~fg.any(axis)
@@ -1321,9 +1328,13 @@ def cell_features(g: Grid, # the grid
     feats += [_one_colour(np.stack([at(dy, dx) for dy, dx in ds]), bg) for ds in (dirs[:4], dirs[4:])] + [_nearest_colour(g, bg)]
     feats += [(h - 1 - r) % 2, (w - 1 - c) % 2]  # parity counted from the bottom and right edges
     feats += [np.broadcast_to(g[:, k][:, None], (h, w)) for k in (0, -1)] + [np.broadcast_to(g[k][None, :], (h, w)) for k in (0, -1)]  # the row's and column's end cells
+    half = lambda pos, lo, hi: np.sign(2 * pos - lo - hi + 1) + 1  # 0: the first half of the span, 1: its middle, 2: the second half
+    feats += [place, box, (r - top) % 2, (c - left) % 2, half(r, top, bottom), half(c, left, right)]  # and where a cell lies in its region's box
+    nearer = lambda ends, pos, n: np.where(2 * pos < n - 1, ends[0], np.where(2 * pos > n - 1, ends[1], 10))
+    feats += [nearer(feats[37:39], c, w), nearer(feats[39:41], r, h)]  # the end cell of its row, and of its column, that it is closer to (10: the middle)
     return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
 
-_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41))  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells
+_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41), 47, 48)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells
 
 def fit_local_rule(cands, targets, tests, ctx,
                    max_extra: int = 3, # most features besides the cell's colour
@@ -1861,7 +1872,7 @@ def fit_pieces(cands, targets, tests, ctx) -> list[Fit]:
 
 # %% ../nbs/06b_arc_search.ipynb #854f9811
 _OBJ_PROPS = ("size", "height", "width", "holes", "on_border", "size_rank", "size_rank_from_small", "shape", "colour",
-              "colours", "symmetric", "rectangle", "shape_twins", "touches") + tuple(f"touches_{c}" for c in range(10))
+              "colours", "symmetric", "rectangle", "shape_twins", "touches", "square") + tuple(f"touches_{c}" for c in range(10))
 
 def _footprint(objs: Sequence[Obj], shape: tuple[int, int]) -> np.ndarray:
     "A bool mask of the cells the objects cover."
@@ -1883,7 +1894,8 @@ def _object_props(g: Grid, objs: Sequence[Obj]) -> np.ndarray:
                       int(o.top == 0 or o.left == 0 or o.top + o.mask.shape[0] == g.shape[0] or o.left + o.mask.shape[1] == g.shape[1]),
                       big[o.size], len(big) - 1 - big[o.size], hash(o.mask.shape + (o.mask.tobytes(),)) % 1_000_003,
                       int(np.bincount(o.colours[o.mask], minlength=10).argmax()), len(np.unique(o.colours[o.mask])),
-                      int(np.array_equal(o.mask, o.mask[:, ::-1])), int(o.size == o.mask.size), min(twins[_shape_key(o)], 3), t := _touches(g, o)]
+                      int(np.array_equal(o.mask, o.mask[:, ::-1])), int(o.size == o.mask.size), min(twins[_shape_key(o)], 3), t := _touches(g, o),
+                      int(o.size == o.mask.size and o.mask.shape[0] == o.mask.shape[1])]
                      + [(t >> c) & 1 for c in range(10)] for o in objs], np.int64)
 
 def fit_object_recolour(cands, targets, tests, ctx) -> list[Fit]:
@@ -1910,25 +1922,39 @@ def fit_object_recolour(cands, targets, tests, ctx) -> list[Fit]:
         if (ys[False] == -2).any(): continue
         X = np.concatenate(props[:len(cands)]); nd = len(cands)
         votes: dict = {}
-        for cols in [[j] for j in range(len(_OBJ_PROPS))] + [list(p) for p in itertools.combinations(range(len(_OBJ_PROPS)), 2)]:
-            if len(cols) == 2 and votes: break  # one property explains it: pairs would only add noise
-            key = X[:, cols] @ (1_000_003 ** np.arange(len(cols)))
-            for keep_first in (False, True):
-                table = _table(key, ys[keep_first])
-                if table is None or (table[1] == -1).all(): continue
-                preds = []
-                for g, os_, pr in zip(tests, objs[nd:], props[nd:]):
-                    cols_of = _look_up(table, pr[:, cols] @ (1_000_003 ** np.arange(len(cols))))
-                    if cols_of is None: break
-                    out = g.copy()
-                    for o, col in zip(os_, cols_of):
-                        if col >= 0: out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]][o.mask] = col
-                    preds.append(valid(out))
-                else:
-                    _vote(votes, preds, "+".join(_OBJ_PROPS[j] for j in cols))
-                    break
+        for tier in _property_keys(X, _OBJ_PROPS, _OBJ_NUMERIC):
+            for name, keyer in tier:
+                for keep_first in (False, True):
+                    table = _table(keyer(X), ys[keep_first])
+                    if table is None or (table[1] == -1).all(): continue
+                    preds = []
+                    for g, os_, pr in zip(tests, objs[nd:], props[nd:]):
+                        cols_of = _look_up(table, keyer(pr))
+                        if cols_of is None: break
+                        out = g.copy()
+                        for o, col in zip(os_, cols_of):
+                            if col >= 0: out[o.top:o.top + o.mask.shape[0], o.left:o.left + o.mask.shape[1]][o.mask] = col
+                        preds.append(valid(out))
+                    else:
+                        _vote(votes, preds, name)
+                        break
+            if votes: break  # a simpler tier explains it: the next would only add noise
         if votes: return _winners(votes, 2, f"recolour_objects[{mode}:{{}}]")
     return []
+
+_OBJ_NUMERIC = ("size", "height", "width", "holes", "colours", "size_rank", "size_rank_from_small")  # properties a threshold can split
+
+def _property_keys(X: np.ndarray, # the demonstrations' properties, one row per object (or panel)
+                   names: Sequence[str], # the properties, in column order
+                   numeric: Sequence[str], # those a threshold can split
+                  ) -> list[list[tuple[str, Callable[[np.ndarray], np.ndarray]]]]:
+    "Ways to key things by their properties, simplest tier first: one property, one split of a numeric one (= or ≥ a seen value), two properties."
+    one = lambda cols: lambda P: P[:, cols] @ (1_000_003 ** np.arange(len(cols)))
+    splits = [(f"{n}{op}{v}", (lambda P, j=j, v=v: P[:, j] >= v) if op == "≥" else (lambda P, j=j, v=v: P[:, j] == v))
+              for n in numeric for j in [list(names).index(n)] for v in np.unique(X[:, j]).tolist()
+              for op in ("=", "≥") if not (op == "≥" and v == X[:, j].min())]
+    return [[(names[j], one([j])) for j in range(len(names))], splits,
+            [("+".join(names[j] for j in p), one(list(p))) for p in itertools.combinations(range(len(names)), 2)]]
 
 # %% ../nbs/06b_arc_search.ipynb #bbe524aa
 def colour_perm(g: Grid, # the grid whose colours are ranked
@@ -2505,6 +2531,43 @@ def summarise_cells(g: Grid, bg: int, how: str) -> Grid | None:
         if ranked: out[i, j] = ranked[0] if how == "commonest" else ranked[-1]
     return valid(out)
 
+_PANEL_PROPS = ("count", "colours", "commonest", "rarest", "fullness", "twins", "symmetric")
+_PANEL_NUMERIC = ("count", "colours", "twins")  # properties a threshold can split
+
+def panel_props(g: Grid, bg: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+    "One row of `_PANEL_PROPS` per cell of the grid's partition (row by row), and the partition's shape; None without one."
+    spans = partition(g, bg)
+    if spans is None: return None
+    cells = [g[a:b, c:d] for (a, b), (c, d) in itertools.product(*spans)]
+    counts = np.array([(p != bg).sum() for p in cells])
+    twins = Counter(grid_key(p) for p in cells)
+    rows = [[n, len(fg := _ranked_fg(p, bg)), (fg or [bg])[0], (fg or [bg])[-1],
+             2 if n == counts.max() else 0 if n == counts.min() else 1, min(twins[grid_key(p)], 3),
+             int(np.array_equal(p, p[:, ::-1]) or np.array_equal(p, p[::-1]))] for p, n in zip(cells, counts)]
+    return np.array(rows, np.int64), (len(spans[0]), len(spans[1]))
+
+def fit_panel_lookup(cands, targets, tests, ctx) -> list[Fit]:
+    "One output cell per cell of the input's partition, its colour fixed by one property of that cell or a split of one (`count≥2`), or its commonest colour."
+    got = [panel_props(g, ctx.bg) for g in list(cands) + list(tests)]
+    if any(x is None for x in got) or any(x[1] != t.shape for x, t in zip(got, targets)): return []
+    X = np.concatenate([x for x, _ in got[:len(cands)]]); y = np.concatenate([t.ravel() for t in targets]).astype(np.int64)
+    votes: dict = {}
+    for tier in _property_keys(X, _PANEL_PROPS, _PANEL_NUMERIC)[:2]:  # two properties would memorise the few panels
+        for name, keyer in tier:
+            for how, labels in (("", y), ("->copy commonest", np.where(y == X[:, 2], _KEEP, y))):
+                table = _table(keyer(X), labels)
+                if table is None: continue
+                preds = []
+                for P, shape in got[len(cands):]:
+                    v = _look_up(table, keyer(P))
+                    if v is None: break
+                    preds.append(valid(np.where(v == _KEEP, P[:, 2], v).reshape(shape).astype(np.int8)))
+                else:
+                    _vote(votes, preds, name + how)
+                    break
+        if votes: break
+    return _winners(votes, 1, "panel_lookup[{}]") if votes else []
+
 _CELL_ACTIONS = ("keep", "clear", "fill")  # what a cell of a partition becomes: itself, background, or all its commonest colour
 
 def cell_keys(g: Grid, bg: int) -> list[tuple[tuple[slice, slice], int]] | None:
@@ -2663,7 +2726,7 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
