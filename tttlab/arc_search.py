@@ -1327,11 +1327,12 @@ def cell_features(g: Grid, # the grid
     feats += [r % 2, c % 2, r % 3, c % 3]
     feats += [_one_colour(np.stack([at(dy, dx) for dy, dx in ds]), bg) for ds in (dirs[:4], dirs[4:])] + [_nearest_colour(g, bg)]
     feats += [(h - 1 - r) % 2, (w - 1 - c) % 2]  # parity counted from the bottom and right edges
-    feats += [np.broadcast_to(g[:, k][:, None], (h, w)) for k in (0, -1)] + [np.broadcast_to(g[k][None, :], (h, w)) for k in (0, -1)]  # the row's and column's end cells
+    row_ends, col_ends = [np.broadcast_to(g[:, k][:, None], (h, w)) for k in (0, -1)], [np.broadcast_to(g[k][None, :], (h, w)) for k in (0, -1)]
+    feats += row_ends + col_ends  # the row's and column's end cells
     half = lambda pos, lo, hi: np.sign(2 * pos - lo - hi + 1) + 1  # 0: the first half of the span, 1: its middle, 2: the second half
     feats += [place, box, (r - top) % 2, (c - left) % 2, half(r, top, bottom), half(c, left, right)]  # and where a cell lies in its region's box
     nearer = lambda ends, pos, n: np.where(2 * pos < n - 1, ends[0], np.where(2 * pos > n - 1, ends[1], 10))
-    feats += [nearer(feats[37:39], c, w), nearer(feats[39:41], r, h)]  # the end cell of its row, and of its column, that it is closer to (10: the middle)
+    feats += [nearer(row_ends, c, w), nearer(col_ends, r, h)]  # the end cell of its row, and of its column, that it is closer to (10: the middle)
     return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
 
 _COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41), 47, 48)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells
