@@ -232,7 +232,10 @@ _patient_local_rule = functools.partial(fit_local_rule, seconds=20)  # its 1 s d
                                         (fit_extend, "eb281b96"), (fit_extend, "49d1d64f"), (fit_object_recolour, "d2abd087"),
                                         (fit_object_recolour, "44d8ac46"), (_patient_local_rule, "44d8ac46"),
                                         (_patient_local_rule, "694f12f3"), (_patient_local_rule, "3bdb4ada"),
-                                        (_patient_local_rule, "d23f8c26"), (_patient_local_rule, "ce9e57f2"), (fit_panel_lookup, "6773b310")])
+                                        (_patient_local_rule, "d23f8c26"), (_patient_local_rule, "ce9e57f2"), (fit_panel_lookup, "6773b310"),
+                                        (_patient_local_rule, "29c11459"), (_patient_local_rule, "868de0fa"),
+                                        (_patient_local_rule, "e9afcf9a"), (_patient_local_rule, "7e0986d6"),
+                                        (_patient_local_rule, "6c434453"), (_patient_local_rule, "42a50994")])
 def test_fitters_solve_real_training_tasks(fitter, tid):
     t = {t.id: t for t in load_tasks("training")}[tid]
     rules = fitter([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
@@ -259,6 +262,25 @@ def test_region_facts_describe_each_cells_region(g, bg):
             assert (f[:, rhalf] == half(ys)).all() and (f[:, chalf] == half(xs)).all()
             want = 3 if sizes.min() == sizes.max() else 0 if len(ys) == sizes.max() else 1 if len(ys) == sizes.min() else 2
             assert (f[:, place] == want).all()
+            assert (f[:, _CELL_FEATURES.index("region_size_mod2")] == len(ys) % 2).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=grids, bg=st.integers(0, 9))
+def test_nearest_end_halves_and_touching_size_read_the_cells_surroundings(g, bg):
+    F = cell_features(g, bg).reshape(*g.shape, -1)
+    h, w = g.shape
+    for r, c in np.ndindex(h, w):
+        ends = [(d, int(g[y, x])) for d, (y, x) in zip((c, w - 1 - c, r, h - 1 - r), ((r, 0), (r, w - 1), (0, c), (h - 1, c)))
+                if d > 0 and g[y, x] != bg]
+        near = {v for d, v in ends if d == min(d for d, _ in ends)}
+        want = 10 if not ends else near.pop() if len(near) == 1 else 11
+        assert F[r, c, _CELL_FEATURES.index("nearest_end")] == want
+        assert F[r, c, _CELL_FEATURES.index("row_half")] == np.sign(2 * r - (h - 1)) + 1
+        assert F[r, c, _CELL_FEATURES.index("col_half")] == np.sign(2 * c - (w - 1)) + 1
+        near8 = [F[y, x, _CELL_FEATURES.index("region_size")] for y in range(r - 1, r + 2) for x in range(c - 1, c + 2)
+                 if 0 <= y < h and 0 <= x < w and (y, x) != (r, c) and g[y, x] != bg]
+        assert F[r, c, _CELL_FEATURES.index("touching_size")] == max(near8, default=0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -401,6 +423,20 @@ def test_a_cell_kind_may_copy_some_of_the_time_and_keep_one_colour_otherwise():
     t = {t.id: t for t in load_tasks("training")}["c9f8e694"]  # grey cells take the colour at their row's left end; black stays black
     rules = fit_local_rule([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t), max_extra=2, seconds=20, unseen=True)
     assert rules and rules[0].name == "local_rule[colour->copy row_left,unseen kept]"
+    assert task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
+
+
+def test_a_cell_kind_may_copy_while_another_keeps_its_colour():
+    t = {t.id: t for t in load_tasks("training")}["2204b7a8"]  # lone cells take the colour of the nearest edge line; the lines stay
+    rules = _patient_local_rule([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t))
+    assert rules and rules[0].name == "local_rule[region_size->copy nearest_end]"
+    assert task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
+
+
+def test_a_halo_around_pairs_reads_the_neighbours_largest_region():
+    t = {t.id: t for t in load_tasks("training")}["b27ca6d3"]  # pairs get a halo, single cells do not; the test shows a cell beside a single one
+    rules = fit_local_rule([i for i, _ in t.train], [o for _, o in t.train], list(t.test_inputs), task_context(t), max_extra=2, seconds=20, unseen=True)
+    assert rules and rules[0].name == "local_rule[colour+touching_size,unseen kept]"
     assert task_solved([[p] for p in rules[0].predictions], t.test_outputs, 1)
 
 

@@ -1286,7 +1286,7 @@ _CELL_FEATURES = ("colour", *(f"next_{d}" for d in ("n", "s", "w", "e", "nw", "n
                   *(f"ray_{d}" for d in ("n", "s", "w", "e", "nw", "ne", "sw", "se")), "fg_next4", "fg_next_diag",
                   "region_size", "region_on_border", "row_has_fg", "col_has_fg", "row_colour", "col_colour", "colour_rank",
                   "between_h", "between_v", "row_mod2", "col_mod2", "row_mod3", "col_mod3", "next4_colour", "diag_colour", "nearest_colour",
-                  "row_mod2_end", "col_mod2_end", "row_left", "row_right", "col_top", "col_bottom", "region_place", "region_box", "region_row_mod2", "region_col_mod2", "region_row_half", "region_col_half", "row_nearer_end", "col_nearer_end")
+                  "row_mod2_end", "col_mod2_end", "row_left", "row_right", "col_top", "col_bottom", "region_place", "region_box", "region_row_mod2", "region_col_mod2", "region_row_half", "region_col_half", "row_nearer_end", "col_nearer_end", "nearest_end", "row_half", "col_half", "region_size_mod2", "touching_size")
 
 def cell_features(g: Grid, # the grid
                   bg: int, # its background colour
@@ -1299,13 +1299,13 @@ def cell_features(g: Grid, # the grid
     fg = g != bg
     fgp = np.pad(fg, 1).astype(np.int64)
     near = lambda ds: sum(fgp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in ds)
-    size, border, place, box, top, left, bottom, right = (np.zeros((h, w), np.int64) for _ in range(8))
+    size, parity, border, place, box, top, left, bottom, right = (np.zeros((h, w), np.int64) for _ in range(9))
     for c in np.flatnonzero(colour_counts(g)):
         lab, n = ndimage.label(g == c, _FOUR)
         sizes = np.bincount(lab.ravel())
         edge = np.zeros(n + 1, bool); edge[np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]]] = True
         m = lab > 0
-        size[m] = np.minimum(sizes[lab[m]], 31); border[m] = edge[lab[m]]
+        size[m] = np.minimum(sizes[lab[m]], 31); parity[m] = sizes[lab[m]] % 2; border[m] = edge[lab[m]]
         s = sizes[lab[m]]; lo, hi = sizes[1:].min(), sizes[1:].max()
         place[m] = np.where(lo == hi, 3, np.where(s == hi, 0, np.where(s == lo, 1, 2)))  # among its colour's regions: largest, smallest, between, all one size
         boxes = np.array([(a.start, a.stop, b.start, b.stop) for a, b in ndimage.find_objects(lab)]).reshape(-1, 4)
@@ -1333,9 +1333,18 @@ def cell_features(g: Grid, # the grid
     feats += [place, box, (r - top) % 2, (c - left) % 2, half(r, top, bottom), half(c, left, right)]  # and where a cell lies in its region's box
     nearer = lambda ends, pos, n: np.where(2 * pos < n - 1, ends[0], np.where(2 * pos > n - 1, ends[1], 10))
     feats += [nearer(row_ends, c, w), nearer(col_ends, r, h)]  # the end cell of its row, and of its column, that it is closer to (10: the middle)
+    dist = np.stack([c, w - 1 - c, r, h - 1 - r]).astype(np.float64)
+    ends = np.stack(row_ends + col_ends)
+    dist[(ends == bg) | (dist == 0)] = np.inf  # an end counts when it is coloured and is not the cell itself
+    closest = np.where(dist == dist.min(0), ends, -1)
+    hi, lo = closest.max(0), np.where(closest < 0, 99, closest).min(0)
+    feats += [np.where(np.isinf(dist.min(0)), 10, np.where(hi == lo, hi, 11))]  # the nearest coloured end of its row or column (10: none, 11: a tie of colours)
+    feats += [half(r, 0, h), half(c, 0, w), parity]  # which half of the grid; the parity of its region's size
+    fsize = np.pad(np.where(fg, size, 0), 1)
+    feats += [np.max([fsize[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in dirs], 0)]  # the largest foreground region among its 8 neighbours (0: none)
     return np.stack([f.ravel() for f in feats], 1).astype(np.int64)
 
-_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41), 47, 48)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells
+_COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41), 47, 48, 49)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells, the nearest end
 
 def fit_local_rule(cands, targets, tests, ctx,
                    max_extra: int = 3, # most features besides the cell's colour
@@ -1350,7 +1359,8 @@ def fit_local_rule(cands, targets, tests, ctx,
     T = [cell_features(g, ctx.bg) for g in tests]
     T_all = np.unique(np.concatenate(T), axis=0)  # the test cells, each kind once, for the coverage check
     nf = X.shape[1]
-    enc = {None: y} | {j: np.where(y == X[:, j], 100 + j, y) for j in _COPY_FROM}  # 100 + j: "copy feature j"
+    src_row = {s_: i for i, s_ in enumerate((None, *_COPY_FROM))}
+    enc = np.stack([y] + [np.where(y == X[:, j], 100 + j, y) for j in _COPY_FROM])  # per source: 100 + j is "copy feature j"
     wide = [list(range(0, 5)), [0, *range(9, 13)], list(range(0, 9)), [0, *range(9, 17)]]  # the 4 or 8 neighbours or rays
     sizes = [[([0], _COPY_FROM[1:])]] + [[(c, srcs) for e in itertools.combinations(range(1, nf), s)
               for c, srcs in [([0, *e], (None,) + (_COPY_FROM[1:] if s < 3 else ())), (list(e), (None,) + _COPY_FROM if s < 3 else ())]]
@@ -1374,15 +1384,21 @@ def fit_local_rule(cands, targets, tests, ctx,
                     tk = T_all[:, cols] @ (32 ** np.arange(len(cols)))
                     covered[tuple(cols)] = bool((uk[np.minimum(np.searchsorted(uk, tk), len(uk) - 1)] == tk).all())
                     if not covered[tuple(cols)]: continue  # a test cell was never seen
-                for s_ in srcs:
-                    v = enc[s_][order]
-                    uv = v[new]
-                    if (bad := v != uv[grp]).any():  # a kind of cell that copies only sometimes may still have one colour
-                        if s_ is None: continue
-                        yo = y[order]
-                        mixed = np.bincount(grp, bad) > 0
-                        if (mixed & (np.bincount(grp, yo != yo[new][grp]) > 0)).any(): continue
-                        uv = np.where(mixed, yo[new], uv)
+                starts = np.flatnonzero(new)
+                E = enc[[src_row[s_] for s_ in srcs]][:, order]  # every source at once
+                U = E[:, starts]
+                mixed = np.add.reduceat(E != U[:, grp], starts, axis=1) > 0  # kinds of cell that copy only sometimes
+                fails = np.zeros(len(srcs), bool)
+                if mixed.any():  # they may still have one colour, or keep their own
+                    yo = y[order]
+                    one = np.add.reduceat(yo != yo[starts][grp], starts) == 0
+                    keep = np.add.reduceat(yo != X[order, 0], starts) == 0
+                    U = np.where(mixed, np.where(one, yo[starts], 100), U)
+                    kept = (mixed & ~one & keep).any(1)  # a source that falls back on keeping must be needed by some other kind of cell
+                    needed = (~mixed & ~one & ~keep).any(1)
+                    fails = (mixed & ~(one | keep)).any(1) | (kept & ~needed) | (mixed.any(1) & np.array([s_ is None for s_ in srcs]))
+                for i in np.flatnonzero(~fails):
+                    s_, uv = srcs[i], U[i]
                     preds = []
                     for g, t in zip(tests, T):
                         tk = t[:, cols] @ (32 ** np.arange(len(cols)))
