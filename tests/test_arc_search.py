@@ -449,6 +449,22 @@ def test_the_second_attempt_goes_to_another_kind_of_rule():
     assert [int(a[0, 0]) for a in rank_attempts(longer, 1)[0]] == [1, 2]  # a longer program does not jump the queue
 
 
+def test_agreement_counts_only_among_the_shortest_programs():
+    g = lambda v: np.full((2, 2), v, np.int8)
+    short = lambda v, name, cost: Found((name,), None, [g(v)], cost, 0, 1)
+    composed = lambda v, name: Found(("keep_major", "drop_isolated", name), None, [g(v)], 1.0, 0, 1)
+    found = [short(1, "local_rule[a]", 3.0), short(1, "local_rule[b]", 3.0), short(2, "local_rule[c]", 2.0),
+             composed(2, "local_rule[d]"), composed(2, "local_rule[e]")]
+    assert [int(a[0, 0]) for a in rank_attempts(found, 1)[0]] == [1, 2]  # two short programs agree on 1; longer ones add nothing to 2
+
+
+@pytest.mark.parametrize("tid", ["ba97ae07", "91714a58"])
+def test_longer_programs_and_guesses_do_not_push_the_answer_out(tid):
+    t = {t.id: t for t in load_tasks("training")}[tid]  # composed programs agree on a wrong answer; a rule that guesses unseen cells is wrong
+    r = search(t, guide_costs(load_guide(), t.train), 4, time_budget=20)
+    assert task_solved(r.attempts, t.test_outputs)  # both used to rank the right answer third
+
+
 @pytest.mark.parametrize("tid", ["aabf363d", "9565186b"])
 def test_the_search_goes_on_past_answers_that_guess(tid):
     t = {t.id: t for t in load_tasks("training")}[tid]  # the first answers are a colour map with guessed entries, or fitted rules

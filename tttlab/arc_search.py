@@ -1064,16 +1064,18 @@ def rank_attempts(found: Sequence[Found], # programs consistent with every demon
                   k: int = 2, # attempts per test input
                   near: Sequence[Found] = (), # near misses, best first: they fill the slots left
                  ) -> list[list[Grid]]:
-    "Up to k distinct predictions per test input: shortest program first, then most agreement, then lowest cost (the second of another kind, if one is as short); then near misses."
+    "Up to k distinct predictions per test input: shortest program first, then most agreement among programs as short, then lowest cost (the second of another kind, if one is as short); then near misses."
     key = lambda f: tuple(grid_key(p) for p in f.predictions)
     groups: dict = {}
     for f in found: groups.setdefault(key(f), []).append(f)
-    rank = lambda fs: (min(len(f.program) + f.extra for f in fs), -len(fs), min(f.cost for f in fs))
+    tier = lambda f: len(f.program) + f.extra
+    def rank(fs):
+        best = min(map(tier, fs))
+        return best, -sum(tier(f) == best for f in fs), min(f.cost for f in fs)
     ranked = [fs[0] for fs in sorted(groups.values(), key=rank)]
     if len(ranked) > 2:  # the second attempt: among programs as short as the runner-up, another kind of rule than the first
         kind = lambda f: tuple(step.split("[")[0] for step in f.program)
-        tier = len(ranked[1].program) + ranked[1].extra
-        other = next((f for f in ranked[1:] if len(f.program) + f.extra <= tier and kind(f) != kind(ranked[0])), None)
+        other = next((f for f in ranked[1:] if tier(f) <= tier(ranked[1]) and kind(f) != kind(ranked[0])), None)
         if other is not None: ranked.remove(other); ranked.insert(1, other)
     taken = set(groups)
     for f in near:
@@ -1409,7 +1411,7 @@ def fit_local_rule(cands, targets, tests, ctx,
                         preds.append(valid(out.reshape(g.shape)))
                     else:
                         _vote(votes, preds, "+".join(_CELL_FEATURES[c] for c in cols) + ("" if s_ is None else f"->copy {_CELL_FEATURES[s_]}"))
-            if votes: return _winners(votes, 2 + unseen, "local_rule[{}" + (",unseen kept]" if unseen else "]"))
+            if votes: return _winners(votes, 5 if unseen else 2, "local_rule[{}" + (",unseen kept]" if unseen else "]"))
         return []
 
     return rules(sizes[:3], True) if unseen else rules(sizes, False)
