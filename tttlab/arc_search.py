@@ -1411,7 +1411,7 @@ def fit_local_rule(cands, targets, tests, ctx,
                         preds.append(valid(out.reshape(g.shape)))
                     else:
                         _vote(votes, preds, "+".join(_CELL_FEATURES[c] for c in cols) + ("" if s_ is None else f"->copy {_CELL_FEATURES[s_]}"))
-            if votes: return _winners(votes, 5 if unseen else 2, "local_rule[{}" + (",unseen kept]" if unseen else "]"))
+            if votes: return _winners(votes, 5 if unseen else 2, "local_rule[{}" + (",unseen kept]" if unseen else "]"))  # a guess ranks after the composed rules
         return []
 
     return rules(sizes[:3], True) if unseen else rules(sizes, False)
