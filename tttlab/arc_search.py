@@ -1072,7 +1072,7 @@ def rank_attempts(found: Sequence[Found], # programs consistent with every demon
     def rank(fs):
         best = min(map(tier, fs))
         return best, -sum(tier(f) == best for f in fs), min(f.cost for f in fs)
-    ranked = [fs[0] for fs in sorted(groups.values(), key=rank)]
+    ranked = [min(fs, key=tier) for fs in sorted(groups.values(), key=rank)]  # each group by its shortest program
     if len(ranked) > 2:  # the second attempt: among programs as short as the runner-up, another kind of rule than the first
         kind = lambda f: tuple(step.split("[")[0] for step in f.program)
         other = next((f for f in ranked[1:] if tier(f) <= tier(ranked[1]) and kind(f) != kind(ranked[0])), None)
