@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from tttlab.lact import LaCTConfig, LaCTUpdater
 from tttlab.models import LearningConfig, TTTLabError, default_model_dir, tiny_llama
 from tttlab.policy_ppo import (COSTS, TrainedPolicy, greedy_actions, FEATURES_VERSION, MODEL_FEATURES, BudgetError, BudgetPacer, CacheMismatchError, CacheSettings,
-                               EmptyCorpusError, FileHistory, GainRanker, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
+                               EmptyCorpusError, FileHistory, GAIN_MODELS, GainRanker, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
                                build_cache, check_budget, compare_methods, cross_validated_actions, cross_validated_scores, feature_overhead,
                                file_outcomes, fit_to_budget, fixed_chooser, guard_mode, learning_start,
@@ -247,16 +247,19 @@ def test_gain_ranker_recovers_a_linear_rule():
     with pytest.raises(PonderError, match="top share"): GainRanker().fit(eps, 2.0, top=1.5)
 
 
-def test_policy_with_a_prior_starts_as_the_prior_and_saves_it(tmp_path):
+@pytest.mark.parametrize("prior", ["regressor", "ranker", "mlp"])
+def test_policy_with_a_prior_starts_as_the_prior_and_saves_it(tmp_path, prior):
+    "The untrained policy acts as its prior; PPO leaves the prior as fitted, and it comes back with the saved policy."
     train, val = synthetic_episodes(60, 6, seed=0), synthetic_episodes(30, 6, seed=1)
-    for model in (GainRegressor().fit(train, 1.5), GainRanker().fit(train, 1.5, top=0.2)):
-        start = PonderPolicy(hidden=8, prior=model, temperature=0.02).fit_normaliser(train)
-        assert torch.equal(greedy_actions(start, val, 1.5, "off"), rollout(val, model.choose, 1.5).actions)
+    model = GAIN_MODELS[prior]().fit(train, 1.5)
+    start = PonderPolicy(hidden=8, prior=model, temperature=0.02).fit_normaliser(train)
+    assert torch.equal(greedy_actions(start, val, 1.5, "off"), rollout(val, model.choose, 1.5).actions)
     with pytest.raises(PonderError, match="positive"): PonderPolicy(prior=model, temperature=-1.0)
-    tp = train_policy(train, val, PPOConfig(budget=1.5, iterations=3, repeats=2, prior="ranker", prior_temperature=0.02), progress=False)
-    assert "prior.weight" in tp.policy.state_dict() and not any(n.startswith("prior") for n, _ in tp.policy.named_parameters())
+    tp = train_policy(train, val, PPOConfig(budget=1.5, iterations=3, repeats=2, prior=prior, prior_temperature=0.02), progress=False)
+    assert not any(n.startswith("prior") for n, _ in tp.policy.named_parameters())
+    for k, v in model.state_dict().items(): assert torch.equal(tp.policy.prior.state_dict()[k], v), k  # PPO did not move it
     back = TrainedPolicy.load(tp.save(tmp_path / "p.pt"))
-    assert back.config.prior == "ranker" and torch.equal(greedy_actions(back.policy, val, 1.5), greedy_actions(tp.policy, val, 1.5))
+    assert back.config.prior == prior and torch.equal(greedy_actions(back.policy, val, 1.5), greedy_actions(tp.policy, val, 1.5))
     with pytest.raises(ValueError): PPOConfig(prior="forest")
 
 

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -60,13 +60,14 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'minor_centre', 'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template',
            'fit_continue', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
            'fit_rays', 'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays',
-           'shoot_from_odd_cells', 'fit_odd_cell_rays', 'attract_to_walls', 'fit_attract', 'stamp_objects',
-           'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates', 'fit_templates',
-           'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders',
-           'fit_placeholders', 'partition', 'summarise_cells', 'panel_props', 'fit_panel_lookup', 'cell_keys',
-           'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes',
-           'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of',
-           'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
+           'shoot_from_odd_cells', 'fit_odd_cell_rays', 'shoot_diagonal_tails', 'fit_diagonal_tails',
+           'fill_between_corners', 'fit_corner_fill', 'trails', 'fit_trails', 'attract_to_walls', 'fit_attract',
+           'stamp_objects', 'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates',
+           'fit_templates', 'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count',
+           'fill_placeholders', 'fit_placeholders', 'partition', 'summarise_cells', 'panel_props', 'fit_panel_lookup',
+           'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order',
+           'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide',
+           'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
            'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
            'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
@@ -2182,6 +2183,86 @@ def fit_odd_cell_rays(cands, targets, tests, ctx) -> list[Fit]:
             _vote(votes, outs[n:], f"odd_cell_rays[{'outward' if outward else 'through the object'}]")
     return _winners(votes, 2)
 
+# %% ../nbs/06b_arc_search.ipynb #a8e3c5d7
+def shoot_diagonal_tails(g: Grid, # the grid
+                         bg: int, # its background colour: rays only paint it
+                         mode: Literal["tails", "open corners"], # rays from one-corner tails, or from the open corners of three-cell Ls
+                        ) -> Grid | None:
+    "Diagonal rays of the object's colour from its tails (away from the corner they touch) or its open corner (away from the elbow); None if nothing is painted."
+    (h, w), starts = g.shape, []  # (y, x, dy, dx, colour): a ray paints from (y + dy, x + dx) on
+    inside = lambda y, x: 0 <= y < h and 0 <= x < w
+    for o in objects(g, bg, False, True):
+        cells = {(o.top + y, o.left + x) for y, x in zip(*np.nonzero(o.mask))}
+        c = int(o.colours[o.mask][0])
+        for y, x in sorted(cells):
+            if mode == "tails" and len(cells) > 2:
+                touch = [(dy, dx) for dy, dx in _EIGHT_DIRS.values() if (y + dy, x + dx) in cells]
+                if len(touch) == 1 and all(touch[0]): starts.append((y, x, -touch[0][0], -touch[0][1], c))
+            elif mode == "open corners" and len(cells) == 3:
+                starts += [(y + dy, x + dx, dy, dx, c) for dy, dx in _DIAGONALS.values()
+                           if {(y + dy, x), (y, x + dx)} <= cells and inside(y + dy, x + dx) and g[y + dy, x + dx] == bg]
+    if not starts or len(starts) > 40: return None
+    out = g.copy()
+    for y, x, dy, dx, c in starts:
+        y, x = y + dy, x + dx
+        while inside(y, x) and g[y, x] == bg: out[y, x], y, x = c, y + dy, x + dx
+    return None if np.array_equal(out, g) else out
+
+def fit_diagonal_tails(cands, targets, tests, ctx) -> list[Fit]:
+    "Diagonal rays from objects' tails or from the open corners of three-cell Ls, that redraw every demonstration."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for mode in ("tails", "open corners"):
+        outs = [shoot_diagonal_tails(g, ctx.bg, mode) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets): _vote(votes, outs[n:], f"diagonal_rays[{mode}]")
+    return _winners(votes, 2)
+
+def fill_between_corners(g: Grid, # the grid
+                         bg: int, # its background colour
+                         colour: int, # the fill
+                        ) -> Grid | None:
+    "The empty inside of every rectangle whose four corners are single cells of one colour, painted `colour`; None if there is none."
+    single = [(o.top, o.left, int(g[o.top, o.left])) for o in objects(g, bg, False, True) if o.mask.size == 1]
+    if len(single) > 40: return None
+    at, out = {(y, x): c for y, x, c in single}, g.copy()
+    for (y1, x1, c), (y2, x2, c2) in itertools.combinations(sorted(single), 2):
+        if c2 == c and y2 - y1 > 1 and x2 - x1 > 1 and at.get((y1, x2)) == c == at.get((y2, x1)) and (g[y1 + 1:y2, x1 + 1:x2] == bg).all():
+            out[y1 + 1:y2, x1 + 1:x2] = colour
+    return None if np.array_equal(out, g) else out
+
+def fit_corner_fill(cands, targets, tests, ctx) -> list[Fit]:
+    "The inside of every rectangle marked by four same-coloured corner cells, filled with the one colour the outputs add."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets) or len(added := _added(cands, targets)) != 1: return []
+    k = added.pop()
+    outs = [fill_between_corners(g, ctx.bg, k) for g in list(cands) + list(tests)]
+    if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
+    return [Fit(f"corner_fill[{k}]", outs[len(cands):], 2)]
+
+def trails(g: Grid, # the grid
+           bg: int, # its background colour: rays only paint it
+           direction: str, # a key of `_EIGHT_DIRS`
+           scale: tuple[int, int], # the canvas's size in grid heights and widths
+          ) -> Grid | None:
+    "The grid in the corner of a canvas `scale` times its size that the rays come from, each foreground cell trailing a ray toward `direction` (None for a canvas over 30 a side or more than 60 cells)."
+    (dy, dx), (h, w) = _EIGHT_DIRS[direction], g.shape
+    if h * scale[0] > 30 or w * scale[1] > 30: return None
+    canvas = np.full((h * scale[0], w * scale[1]), bg, np.int8)
+    y, x = (canvas.shape[0] - h if dy < 0 else 0), (canvas.shape[1] - w if dx < 0 else 0)
+    canvas[y:y + h, x:x + w] = g
+    return None if (canvas != bg).sum() > 60 else draw_rays(canvas, bg, canvas != bg, [direction], True)
+
+def fit_trails(cands, targets, tests, ctx) -> list[Fit]:
+    "Every foreground cell trails a ray in one direction, on a canvas a whole number of times the input's size, that redraws every demonstration."
+    scales = {(t.shape[0] // c.shape[0], t.shape[1] // c.shape[1]) for c, t in zip(cands, targets)}
+    if len(scales) != 1 or min(scale := scales.pop()) < 1 or _same_all(cands, targets): return []
+    if any(t.shape != (c.shape[0] * scale[0], c.shape[1] * scale[1]) for c, t in zip(cands, targets)): return []
+    grids, n, votes = list(cands) + list(tests), len(cands), {}
+    for d in _EIGHT_DIRS:
+        outs = [trails(g, ctx.bg, d, scale) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets): _vote(votes, outs[n:], f"trails[{d},x{scale[0]}x{scale[1]}]")
+    return _winners(votes, 2)
+
+
 # %% ../nbs/06b_arc_search.ipynb #512ea7f1
 def _walls(g: Grid, bg: int) -> list[tuple[int, int, int]]:
     "The rows (axis 0) and columns (axis 1) of one foreground colour end to end, their two end cells aside: (axis, index, colour)."
@@ -2745,7 +2826,7 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_diagonal_tails, fit_corner_fill, fit_trails, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
 FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits

@@ -36,19 +36,20 @@ from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
 __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'FEATURES_VERSION',
-           'FEATURE_NAMES_BY_VERSION', 'MODEL_FEATURES', 'LOSS_EMA', 'GuardMode', 'Chooser', 'PonderError',
-           'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'parse_action',
+           'FEATURE_NAMES_BY_VERSION', 'MODEL_FEATURES', 'LOSS_EMA', 'GuardMode', 'Chooser', 'GAIN_MODELS',
+           'PonderError', 'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'parse_action',
            'check_budget', 'stdlib_root', 'source_files', 'CorpusSplit', 'split_corpus', 'file_chunks', 'static_names',
            'group_slices', 'code_metrics', 'FileHistory', 'learning_start', 'PrefixState', 'read_with_prefix',
            'read_chunk', 'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache',
            'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout',
            'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share', 'random_actions', 'best_random_action',
            'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'periodic_actions', 'best_periodic',
-           'fit_to_budget', 'GainRegressor', 'cross_validated_scores', 'cross_validated_actions', 'GainRanker',
-           'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
-           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
-           'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult', 'run_online',
-           'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
+           'fit_to_budget', 'GainModel', 'GainRegressor', 'cross_validated_scores', 'cross_validated_actions',
+           'GainRanker', 'GainMLP', 'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig',
+           'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy',
+           'PolicyEnsemble', 'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult',
+           'run_online', 'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root',
+           'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -848,36 +849,20 @@ def _bisect(cost: Callable[[float], float], budget: float, lo: float, hi: float,
         lo, hi = (mid, hi) if cost(mid) > budget + 1e-9 else (lo, mid)
     return hi
 
-class GainRegressor(nn.Module):
-    "A ridge regression of each action's gain over SKIP on the 28 static features, acting by a price fitted to a budget."
+class GainModel(nn.Module):
+    "A model of each action's gain over SKIP from the 28 static features, acting by a price fitted to a budget."
     bounds = (0.0, 10.0)  # where the price is searched
 
     def __init__(self):
         super().__init__()
-        for k, v in (("mean", torch.zeros(28)), ("std", torch.ones(28)), ("weight", torch.zeros(29, len(ACTIONS))),
-                     ("price", torch.tensor(0.0))): self.register_buffer(k, v)
+        for k, v in (("mean", torch.zeros(28)), ("std", torch.ones(28)), ("price", torch.tensor(0.0))): self.register_buffer(k, v)
 
-    def fit(self, eps: Episodes, # the training files
-            budget: float, # allowed mean cost per chunk
-            ridge: float = 100.0, # L2 penalty on the standardised features' weights (the intercept is free)
-           ) -> GainRegressor:
-        "Fit the regression on `eps`, then the price at which the priced rule's cost on `eps` meets `budget`."
-        x, y = eps.static[eps.mask].double(), eps.gain()[eps.mask].double()
+    def _fit_standardiser(self, x: torch.Tensor) -> None:
         self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0).clamp_min(1e-6))
-        z = self._design(x)
-        penalty = ridge * torch.eye(z.shape[1], dtype=z.dtype); penalty[-1, -1] = 0
-        self.weight.copy_(torch.linalg.solve(z.T @ z + penalty, z.T @ y))
+
+    def _fit_price(self, eps: Episodes, budget: float) -> GainModel:
         self.price.fill_(fit_to_budget(self._rule, eps, budget, *self.bounds))
         return self
-
-    def _design(self, static: torch.Tensor) -> torch.Tensor:
-        z = (static.double() - self.mean.double()) / self.std.double()
-        return torch.cat([z, torch.ones(*z.shape[:-1], 1, dtype=z.dtype)], -1)
-
-    def forward(self, static: torch.Tensor, # [..., 28] static features
-               ) -> torch.Tensor:
-        "Predicted gain over SKIP of each action [..., 4] (SKIP's is 0)."
-        return (self._design(static) @ self.weight.double()).float()
 
     def scores(self, obs: torch.Tensor, # [N, 32] observations
                allowed: torch.Tensor | None = None, # [N, 4] actions the guard allows
@@ -900,12 +885,39 @@ class GainRegressor(nn.Module):
         "The allowed action with the largest predicted gain minus price x extra cost."
         return self._rule(float(self.price))(obs, allowed)
 
+class GainRegressor(GainModel):
+    "A ridge regression of each action's gain over SKIP on the 28 static features, acting by a price fitted to a budget."
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(29, len(ACTIONS)))
+
+    def fit(self, eps: Episodes, # the training files
+            budget: float, # allowed mean cost per chunk
+            ridge: float = 100.0, # L2 penalty on the standardised features' weights (the intercept is free)
+           ) -> GainRegressor:
+        "Fit the regression on `eps`, then the price at which the priced rule's cost on `eps` meets `budget`."
+        x, y = eps.static[eps.mask].double(), eps.gain()[eps.mask].double()
+        self._fit_standardiser(x)
+        z = self._design(x)
+        penalty = ridge * torch.eye(z.shape[1], dtype=z.dtype); penalty[-1, -1] = 0
+        self.weight.copy_(torch.linalg.solve(z.T @ z + penalty, z.T @ y))
+        return self._fit_price(eps, budget)
+
+    def _design(self, static: torch.Tensor) -> torch.Tensor:
+        z = (static.double() - self.mean.double()) / self.std.double()
+        return torch.cat([z, torch.ones(*z.shape[:-1], 1, dtype=z.dtype)], -1)
+
+    def forward(self, static: torch.Tensor, # [..., 28] static features
+               ) -> torch.Tensor:
+        "Predicted gain over SKIP of each action [..., 4] (SKIP's is 0)."
+        return (self._design(static) @ self.weight.double()).float()
+
 def cross_validated_scores(eps: Episodes, # all the files
                            budget: float, # allowed mean cost per chunk
                            folds: int = 10, # folds of files
                            ridge: float = 100.0, # the regression's penalty (when `make` is None)
                            seed: int = 0, # seed of the assignment of files to folds
-                           make: Callable[[Episodes], GainRegressor] | None = None, # fits a gain model and its price on some files; None for a `GainRegressor`
+                           make: Callable[[Episodes], GainModel] | None = None, # fits a gain model and its price on some files; None for a `GainRegressor`
                           ) -> torch.Tensor:
     "Each file's priced predicted gains [E, T, 4] (gain minus price x extra cost), from a model and price fitted on the other folds."
     E = eps.mask.shape[0]
@@ -925,7 +937,7 @@ def cross_validated_actions(eps: Episodes, # all the files
                             folds: int = 10, # folds of files
                             ridge: float = 100.0, # the regression's penalty (when `make` is None)
                             seed: int = 0, # seed of the assignment of files to folds
-                            make: Callable[[Episodes], GainRegressor] | None = None, # fits a gain model and its price; None for a `GainRegressor`
+                            make: Callable[[Episodes], GainModel] | None = None, # fits a gain model and its price; None for a `GainRegressor`
                            ) -> torch.Tensor:
     "The priced decisions on every file of a gain model (the `GainRegressor` by default) fitted, with its price, on the other folds."
     return cross_validated_scores(eps, budget, folds, ridge, seed, make).argmax(-1) * eps.mask
@@ -943,7 +955,7 @@ class GainRanker(GainRegressor):
         "Fit each update's score by a softmax over all decisions against its top gains, a line from score to gain, then the price."
         x, y = eps.static[eps.mask].double(), eps.gain()[eps.mask].double()
         if not 0 < top <= 1: raise PonderError(f"a top share of {top}; pass one in (0, 1]")
-        self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0).clamp_min(1e-6))
+        self._fit_standardiser(x)
         z, k = self._design(x).float(), max(1, round(top * len(x)))
         weight = torch.zeros(z.shape[1], len(ACTIONS), dtype=torch.float64)
         for a in range(1, len(ACTIONS)):
@@ -958,8 +970,61 @@ class GainRanker(GainRegressor):
             weight[:, a] = v.detach().double() * slope
             weight[-1, a] += icpt
         self.weight.copy_(weight)
-        self.price.fill_(fit_to_budget(self._rule, eps, budget, *self.bounds))
+        return self._fit_price(eps, budget)
+
+# %% ../nbs/05_policy_ppo.ipynb #5e1d0c3a
+class GainMLP(GainModel):
+    "A bag of small tanh MLPs, each regressing every action's gain over SKIP on a bootstrap sample of the decisions."
+    def __init__(self, bags: int = 16, # MLPs averaged
+                 hidden: int = 8, # width of each MLP's hidden layer
+                ):
+        super().__init__()
+        for k, shape in (("w1", (bags, 28, hidden)), ("b1", (bags, 1, hidden)), ("w2", (bags, hidden, len(ACTIONS))),
+                         ("b2", (bags, 1, len(ACTIONS))), ("scale", (len(ACTIONS),))): self.register_buffer(k, torch.zeros(shape))
+
+    def _nets(self, z: torch.Tensor, # [bags, N, 28] standardised features
+              w: Sequence[torch.Tensor], # the four weight tensors
+             ) -> torch.Tensor:
+        return torch.tanh(z @ w[0] + w[1]) @ w[2] + w[3]
+
+    def fit(self, eps: Episodes, # the training files
+            budget: float, # allowed mean cost per chunk
+            decay: float = 0.01, # AdamW's decoupled weight decay
+            steps: int = 400, # full-batch AdamW steps (all bags at once)
+            lr: float = 0.01, # AdamW's step size
+            seed: int = 0, # seed of the initial weights and the bootstrap samples
+           ) -> GainMLP:
+        "Fit every MLP to the standardised gains of its bootstrap sample of `eps`, then the price that meets `budget`."
+        x, y = eps.static[eps.mask].float(), eps.gain()[eps.mask].float()
+        self._fit_standardiser(x)
+        self.scale.copy_(y.std(0).clamp_min(1e-6))
+        g = torch.Generator().manual_seed(seed)
+        bags, n = self.w1.shape[0], len(x)
+        idx = torch.randint(n, (bags, n), generator=g)
+        z, target = ((x - self.mean) / self.std)[idx], (y / self.scale)[idx]
+        w = [(torch.randn(b.shape, generator=g) / math.sqrt(b.shape[-2]) if k.startswith("w") else torch.zeros(b.shape)).requires_grad_()
+             for k, b in (("w1", self.w1), ("b1", self.b1), ("w2", self.w2), ("b2", self.b2))]
+        opt = torch.optim.AdamW(w, lr=lr, weight_decay=decay)
+        for _ in range(steps):
+            loss = (self._nets(z, w) - target).pow(2).mean(-1).mean(-1).sum()  # each bag's mean squared error; the bags share no weight
+            opt.zero_grad(); loss.backward(); opt.step()
+        for b, v in zip((self.w1, self.b1, self.w2, self.b2), w): b.copy_(v.detach())
+        with torch.no_grad():  # price the out-of-bag predictions: in-bag ones are too sure of the training files' gains
+            each = self._nets(((x - self.mean) / self.std).expand(bags, n, 28), w)  # [bags, N, 4]
+            out = torch.zeros(bags, n, dtype=torch.bool).scatter_(1, idx, True).logical_not_().float()[..., None]
+            out = torch.where(out.sum(0) > 0, out, torch.ones_like(out))  # a decision in every bag takes them all
+            oob = ((each * out).sum(0) / out.sum(0) * self.scale * (torch.arange(len(ACTIONS)) > 0)).double()
+        self.price.fill_(_bisect(lambda q: _COSTS[self.decide(oob, q)].mean().item(), check_budget(budget), *self.bounds, 40))
         return self
+
+    def forward(self, static: torch.Tensor, # [..., 28] static features
+               ) -> torch.Tensor:
+        "Predicted gain over SKIP of each action [..., 4] (SKIP's is 0): the bags' mean."
+        z = ((static.float() - self.mean) / self.std).reshape(1, -1, 28)
+        out = self._nets(z, (self.w1, self.b1, self.w2, self.b2)).mean(0) * self.scale
+        return (out * (torch.arange(len(ACTIONS)) > 0)).reshape(*static.shape[:-1], len(ACTIONS))
+
+GAIN_MODELS = {"regressor": GainRegressor, "ranker": GainRanker, "mlp": GainMLP}  # the gain models a policy can start from, by name
 
 # %% ../nbs/05_policy_ppo.ipynb #c253ecb5
 def target_reliability(gains: np.ndarray, # [N, H] an update's gain on each of the H chunks after each decision
@@ -988,7 +1053,7 @@ class PonderPolicy(nn.Module):
     "MLP actor over the 32 features, with a reward-and-cost value head."
     def __init__(self, hidden: int = 64, # width of the two hidden layers
                  groups: Sequence[str] | None = None, # feature groups the policy may see; None for all six
-                 prior: GainRegressor | None = None, # a fitted gain model whose priced gains, over `temperature`, are added to the logits
+                 prior: GainModel | None = None, # a fitted gain model whose priced gains, over `temperature`, are added to the logits
                  temperature: float = 0.01, # nats of priced gain per unit of logit
                 ):
         super().__init__()
@@ -1091,7 +1156,7 @@ class PPOConfig(LabModel):
     groups: list[str] = Field(default_factory=lambda: list(FEATURE_GROUPS), description="feature groups seen")
     eval_every: int = Field(5, gt=0, description="iterations between validation checks")
     warm_start: int = Field(0, ge=0, description="steps imitating the gain regressor's priced decisions before PPO; 0 for none")
-    prior: Literal["none", "regressor", "ranker"] = Field("none", description="a gain model fitted on the training files that the actor's logits start from; 'none' starts at the budget")
+    prior: Literal["none", "regressor", "ranker", "mlp"] = Field("none", description="a gain model fitted on the training files that the actor's logits start from; 'none' starts at the budget")
     prior_temperature: float = Field(0.01, gt=0, description="the prior's nats of priced gain per unit of logit")
     seed: int = 0
 
@@ -1126,7 +1191,7 @@ class TrainedPolicy:
         if not Path(path).exists(): raise CacheMismatchError(f"no policy at {str(path)!r}; run `tttlab ponder train` first")
         blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg = PPOConfig(**blob["config"])
-        pol = PonderPolicy(cfg.hidden, cfg.groups, GainRegressor() if cfg.prior != "none" else None, cfg.prior_temperature)
+        pol = PonderPolicy(cfg.hidden, cfg.groups, GAIN_MODELS[cfg.prior]() if cfg.prior != "none" else None, cfg.prior_temperature)
         pol.load_state_dict(blob["state"])
         return cls(pol.eval(), cfg, blob["history"])
 
@@ -1188,7 +1253,7 @@ def train_policy(train: Episodes, # training files
 def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool) -> TrainedPolicy:
     budget = check_budget(cfg.budget)
     torch.manual_seed(cfg.seed)
-    prior = None if cfg.prior == "none" else {"regressor": GainRegressor, "ranker": GainRanker}[cfg.prior]().fit(train, budget)
+    prior = None if cfg.prior == "none" else GAIN_MODELS[cfg.prior]().fit(train, budget)
     policy = PonderPolicy(cfg.hidden, cfg.groups, prior, cfg.prior_temperature).fit_normaliser(train)
     if prior is None: policy.start_at_budget(budget)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -1290,7 +1355,7 @@ class UpdateThreshold:
 # %% ../nbs/05_policy_ppo.ipynb #30fd0494
 class BudgetPacer:
     "A fitted one-knob rule whose knob is refitted before each decision so that the rule would have spent the budget on all it has seen."
-    def __init__(self, rule, # a fitted `GainRegressor` or `UpdateThreshold` (anything with `scores`, `decide` and `bounds`)
+    def __init__(self, rule, # a fitted `GainModel` or `UpdateThreshold` (anything with `scores`, `decide` and `bounds`)
                  budget: float, # allowed mean cost per chunk
                  prior: torch.Tensor, # [M, 4] the rule's scores on the decisions of the files it was fitted on
                  prior_weight: float = 200.0, # how many decisions the prior counts as, all its rows together
@@ -1301,7 +1366,7 @@ class BudgetPacer:
         self.knobs: list[float] = []
 
     @classmethod
-    def around(cls, rule, # a fitted `GainRegressor` or `UpdateThreshold`
+    def around(cls, rule, # a fitted `GainModel` or `UpdateThreshold`
                eps: Episodes, # the files it was fitted on
                budget: float, # allowed mean cost per chunk
                prior_weight: float = 200.0, # how many decisions the prior counts as
