@@ -860,6 +860,9 @@ class GainModel(nn.Module):
     def _fit_standardiser(self, x: torch.Tensor) -> None:
         self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0).clamp_min(1e-6))
 
+    def _standardise(self, static: torch.Tensor) -> torch.Tensor:
+        return (static - self.mean.to(static.dtype)) / self.std.to(static.dtype)
+
     def _fit_price(self, eps: Episodes, budget: float) -> GainModel:
         self.price.fill_(fit_to_budget(self._rule, eps, budget, *self.bounds))
         return self
@@ -904,7 +907,7 @@ class GainRegressor(GainModel):
         return self._fit_price(eps, budget)
 
     def _design(self, static: torch.Tensor) -> torch.Tensor:
-        z = (static.double() - self.mean.double()) / self.std.double()
+        z = self._standardise(static.double())
         return torch.cat([z, torch.ones(*z.shape[:-1], 1, dtype=z.dtype)], -1)
 
     def forward(self, static: torch.Tensor, # [..., 28] static features
@@ -1001,7 +1004,7 @@ class GainMLP(GainModel):
         g = torch.Generator().manual_seed(seed)
         bags, n = self.w1.shape[0], len(x)
         idx = torch.randint(n, (bags, n), generator=g)
-        z, target = ((x - self.mean) / self.std)[idx], (y / self.scale)[idx]
+        z, target = self._standardise(x)[idx], (y / self.scale)[idx]
         w = [(torch.randn(b.shape, generator=g) / math.sqrt(b.shape[-2]) if k.startswith("w") else torch.zeros(b.shape)).requires_grad_()
              for k, b in (("w1", self.w1), ("b1", self.b1), ("w2", self.w2), ("b2", self.b2))]
         opt = torch.optim.AdamW(w, lr=lr, weight_decay=decay)
@@ -1010,19 +1013,19 @@ class GainMLP(GainModel):
             opt.zero_grad(); loss.backward(); opt.step()
         for b, v in zip((self.w1, self.b1, self.w2, self.b2), w): b.copy_(v.detach())
         with torch.no_grad():  # price the out-of-bag predictions: in-bag ones are too sure of the training files' gains
-            each = self._nets(((x - self.mean) / self.std).expand(bags, n, 28), w)  # [bags, N, 4]
+            each = self._nets(self._standardise(x).expand(bags, n, 28), w)  # [bags, N, 4]
             out = torch.zeros(bags, n, dtype=torch.bool).scatter_(1, idx, True).logical_not_().float()[..., None]
             out = torch.where(out.sum(0) > 0, out, torch.ones_like(out))  # a decision in every bag takes them all
-            oob = ((each * out).sum(0) / out.sum(0) * self.scale * (torch.arange(len(ACTIONS)) > 0)).double()
+            oob = ((each * out).sum(0) / out.sum(0) * self.scale * (_EXTRA > 0)).double()
         self.price.fill_(_bisect(lambda q: _COSTS[self.decide(oob, q)].mean().item(), check_budget(budget), *self.bounds, 40))
         return self
 
     def forward(self, static: torch.Tensor, # [..., 28] static features
                ) -> torch.Tensor:
         "Predicted gain over SKIP of each action [..., 4] (SKIP's is 0): the bags' mean."
-        z = ((static.float() - self.mean) / self.std).reshape(1, -1, 28)
+        z = self._standardise(static.float()).reshape(1, -1, 28)
         out = self._nets(z, (self.w1, self.b1, self.w2, self.b2)).mean(0) * self.scale
-        return (out * (torch.arange(len(ACTIONS)) > 0)).reshape(*static.shape[:-1], len(ACTIONS))
+        return (out * (_EXTRA > 0)).reshape(*static.shape[:-1], len(ACTIONS))
 
 GAIN_MODELS = {"regressor": GainRegressor, "ranker": GainRanker, "mlp": GainMLP}  # the gain models a policy can start from, by name
 
