@@ -62,12 +62,14 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'fit_rays', 'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays',
            'shoot_from_odd_cells', 'fit_odd_cell_rays', 'shoot_diagonal_tails', 'fit_diagonal_tails',
            'fill_between_corners', 'fit_corner_fill', 'trails', 'fit_trails', 'attract_to_walls', 'fit_attract',
-           'stamp_objects', 'fit_stamps', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates',
-           'fit_templates', 'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count',
-           'fill_placeholders', 'fit_placeholders', 'partition', 'summarise_cells', 'panel_props', 'fit_panel_lookup',
-           'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order',
-           'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide',
-           'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
+           'stamp_objects', 'fit_stamps', 'seed_cells', 'learn_seed_stamps', 'stamp_periods', 'continue_stamp',
+           'paint_seed_stamps', 'fit_seed_stamps', 'fill_empty_windows', 'fit_empty_windows', 'assemble_corners',
+           'fit_assemble_corners', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates', 'fit_templates',
+           'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders',
+           'fit_placeholders', 'partition', 'summarise_cells', 'panel_props', 'fit_panel_lookup', 'cell_keys',
+           'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes',
+           'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of',
+           'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
            'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
            'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
 
@@ -1232,23 +1234,23 @@ def grid_counts(g: Grid, bg: int) -> dict[str, int]:
     return out
 
 def fit_count(cands, targets, tests, ctx) -> list[Fit]:
-    "A small output that reports a property of the input: looked up in a table of whole outputs, or drawn as a bar of N cells; properties vote."
+    "A small output that reports a property of the input: looked up in a table of whole outputs, or drawn as N cells (a bar, a square or a diagonal); properties vote."
     ins = [grid_counts(g, ctx.bg) for g in list(cands) + list(tests)]
     n, votes = len(cands), {}
     keys = [grid_key(t) for t in targets]
     by_key = dict(zip(keys, targets))
-    forms = {"row": lambda k: (1, k), "column": lambda k: (k, 1), "square": lambda k: (k, k)}
+    forms = {"row": lambda k, c: np.full((1, k), c, np.int8), "column": lambda k, c: np.full((k, 1), c, np.int8),
+             "square": lambda k, c: np.full((k, k), c, np.int8), "diagonal": lambda k, c: np.where(np.eye(k, dtype=bool), c, ctx.bg).astype(np.int8)}
     for prop in ins[0]:
         table: dict = {}
         if (len(set(keys)) < n and all(table.setdefault(d[prop], k) == k for d, k in zip(ins[:n], keys))
                 and len(table) >= 2 and all(d[prop] in table for d in ins[n:])):  # outputs repeat, and one property tells which
             _vote(votes, [by_key[table[d[prop]]].copy() for d in ins[n:]], f"lookup[{prop}]")
-        for form, shape in forms.items():
-            for colour_from in ("major", "minor", None):
-                colour = lambda d: d[colour_from] if colour_from else int(targets[0].ravel()[0])
-                if not all(t.shape == shape(d[prop]) and (t == colour(d)).all() for d, t in zip(ins[:n], targets)): continue
-                if not all(1 <= d[prop] <= 30 for d in ins[n:]): continue
-                _vote(votes, [valid(np.full(shape(d[prop]), colour(d), np.int8)) for d in ins[n:]], f"count[{prop} as a {form}]")
+        if not all(1 <= d[prop] <= 30 for d in ins): continue
+        for (form, draw), colour_from in itertools.product(forms.items(), ("major", "minor", None)):
+            colour = lambda d: d[colour_from] if colour_from else int(targets[0].ravel()[0])
+            if all(np.array_equal(t, draw(d[prop], colour(d))) for d, t in zip(ins[:n], targets)):
+                _vote(votes, [draw(d[prop], colour(d)) for d in ins[n:]], f"count[{prop} as a {form}]")
     return _winners(votes, 2)
 
 # %% ../nbs/06b_arc_search.ipynb #a1f00005
@@ -2364,6 +2366,167 @@ def fit_stamps(cands, targets, tests, ctx) -> list[Fit]:
                 break  # the smallest radius that explains the demonstrations
     return _winners(votes, 2)
 
+# %% ../nbs/06b_arc_search.ipynb #c4e8a1f2
+_OWN, _UNSEEN, _CLASH = 10, -1, -2  # stamp codes besides the colours 0-9: the seed's own colour, never observed, observed with two values
+_REACH = 30  # a stamp covers offsets -29..29 from its seed, enough for any grid
+
+def seed_cells(g: Grid, # the grid
+               bg: int, # its background colour
+               limit: int = 12, # most seeds allowed
+              ) -> list[tuple[int, int, int]] | None:
+    "The foreground cells (row, column, colour) when each stands alone, with no foreground neighbour even diagonally; else None."
+    fg = g != bg
+    if not 1 <= fg.sum() <= limit or (ndimage.convolve(fg.astype(np.int8), np.ones((3, 3), np.int8), mode="constant")[fg] > 1).any(): return None
+    return [(int(y), int(x), int(g[y, x])) for y, x in zip(*np.nonzero(fg))]
+
+def _window(y: int, x: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    "The part of a stamp (centred on its seed) that a grid of `shape` sees from a seed at (y, x)."
+    return slice(_REACH - 1 - y, _REACH - 1 - y + shape[0]), slice(_REACH - 1 - x, _REACH - 1 - x + shape[1])
+
+def learn_seed_stamps(cands: Sequence[Grid], # the demonstration inputs
+                      targets: Sequence[Grid], # their outputs
+                      bg: int, # the background colour
+                      by_colour: bool, # one stamp per seed colour, or one for all seeds
+                     ) -> dict[int, np.ndarray]:
+    "Per kind of seed, what its demonstrations show at each offset; a colour another seed of the grid has is left to that seed."
+    stamps: dict[int, np.ndarray] = {}
+    for c, t in zip(cands, targets):
+        others = set(np.unique(c).tolist()) - {bg}
+        for y, x, col in seed_cells(c, bg):
+            st = stamps.setdefault(col if by_colour else 0, np.full((2 * _REACH - 1,) * 2, _UNSEEN, np.int8))
+            seen = np.where(t == col, _OWN, t).astype(np.int8)
+            keep = (t == col) | ~np.isin(t, list(others))
+            win = st[_window(y, x, c.shape)]
+            win[keep & (win == _UNSEEN)] = seen[keep & (win == _UNSEEN)]
+            win[keep & (win != seen)] = _CLASH
+    return stamps
+
+def _ahead(v: tuple[int, int], shift: int = 0) -> np.ndarray:
+    "Offsets d of a stamp with (d - shift·v)·v > 0: the half of the plane an arm along v runs into."
+    d = np.arange(-_REACH + 1, _REACH)
+    return (d[:, None] - shift * v[0]) * v[0] + (d[None, :] - shift * v[1]) * v[1] > 0
+
+def _shifted(a: np.ndarray, v: tuple[int, int]) -> np.ndarray:
+    "a moved by v (entry d holds a[d - v]); what comes in from outside is unseen."
+    out, (dy, dx), n = np.full_like(a, _UNSEEN), v, a.shape[0]
+    out[max(dy, 0):n + min(dy, 0), max(dx, 0):n + min(dx, 0)] = a[max(-dy, 0):n - max(dy, 0), max(-dx, 0):n - max(dx, 0)]
+    return out
+
+def stamp_periods(st: np.ndarray, # a learned stamp
+                  bg: int, # the background colour
+                  span: int = 3, # longest step tried along each axis
+                 ) -> list[tuple[int, int]]:
+    "Steps v along which the stamp repeats away from its seed: every observed pair d, d - v ahead of the seed agrees, and at least two painted ones do."
+    out = []
+    for v in itertools.product(range(-span, span + 1), repeat=2):
+        if v == (0, 0): continue
+        prev, both = _shifted(st, v), _ahead(v) & _ahead(v, 1)
+        pairs = both & (st != _UNSEEN) & (prev != _UNSEEN)
+        if (st[pairs] == prev[pairs]).all() and ((st == prev) & pairs & (st != bg) & (st != _CLASH)).sum() >= 2: out.append(v)
+    return out
+
+def continue_stamp(st: np.ndarray, # a learned stamp
+                   periods: Sequence[tuple[int, int]], # its steps (`stamp_periods`)
+                  ) -> np.ndarray:
+    "The stamp with its unseen offsets filled by repeating it along each period; where periods disagree, a clash."
+    fills = []
+    for v in periods:
+        a, both = st.copy(), _ahead(v) & _ahead(v, 1)
+        for _ in range(2 * _REACH):
+            prev = _shifted(a, v)
+            new = both & (a == _UNSEEN) & (prev != _UNSEEN)
+            if not new.any(): break
+            a[new] = prev[new]
+        fills.append(np.where(st == _UNSEEN, a, _UNSEEN))
+    out = st.copy()
+    for f in fills:
+        fresh = f != _UNSEEN
+        out[fresh & (out == _UNSEEN)] = f[fresh & (out == _UNSEEN)]
+        out[fresh & (st == _UNSEEN) & (out != f)] = _CLASH
+    return out
+
+def paint_seed_stamps(g: Grid, # the grid
+                      bg: int, # its background colour: only it is painted
+                      stamps: dict[int, np.ndarray], # per kind of seed (its colour, or 0 for all), the continued stamp
+                      by_colour: bool, # how seeds are told apart
+                     ) -> Grid | None:
+    "Every seed cell paints its stamp over the background; None when the grid has no seeds, a seed's kind has no stamp, or two seeds paint one cell differently."
+    seeds = seed_cells(g, bg)
+    if seeds is None: return None
+    painted = np.full(g.shape, _UNSEEN, np.int8)
+    for y, x, col in seeds:
+        if (k := col if by_colour else 0) not in stamps: return None
+        win = stamps[k][_window(y, x, g.shape)]
+        paint = np.where(win == _OWN, col, win)
+        mark = (paint >= 0) & (paint != bg)
+        if ((painted[mark] != _UNSEEN) & (painted[mark] != paint[mark])).any(): return None
+        painted[mark] = paint[mark]
+    return np.where((g == bg) & (painted >= 0), painted, g).astype(np.int8)
+
+def fit_seed_stamps(cands, targets, tests, ctx) -> list[Fit]:
+    "Lone seed cells each paint a pattern around them, as far as the grid goes, continued along the steps it repeats by."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
+    grids, n = list(cands) + list(tests), len(cands)
+    if any(seed_cells(g, ctx.bg) is None for g in grids): return []
+    for by_colour in (False, True):
+        stamps = learn_seed_stamps(cands, targets, ctx.bg, by_colour)
+        steps = {k: stamp_periods(st, ctx.bg) for k, st in stamps.items()}
+        full = {k: continue_stamp(st, steps[k]) for k, st in stamps.items()}
+        outs = [paint_seed_stamps(g, ctx.bg, full, by_colour) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets):
+            rep = "repeated" if any(steps.values()) else "once"
+            return [Fit(f"seed_stamps[{'per colour' if by_colour else 'shared'},{rep}]", outs[n:], 2)]
+    return []
+
+# %% ../nbs/06b_arc_search.ipynb #c4e8a1f6
+def fill_empty_windows(g: Grid, # the grid
+                       bg: int, # its background colour
+                       size: tuple[int, int], # the window's height and width
+                       colour: int, # what an empty window is filled with
+                      ) -> Grid | None:
+    "Every h×w window of background cells that overlaps no window filled before it (in reading order) filled with `colour`; None when there is none."
+    h, w = size
+    if h > g.shape[0] or w > g.shape[1]: return None
+    empty = np.lib.stride_tricks.sliding_window_view(g == bg, size).all(axis=(2, 3))
+    if not empty.any(): return None
+    taken = np.zeros(g.shape, bool)
+    for y, x in zip(*np.nonzero(empty)):
+        if not taken[y:y + h, x:x + w].any(): taken[y:y + h, x:x + w] = True
+    return np.where(taken, colour, g).astype(np.int8)
+
+def fit_empty_windows(cands, targets, tests, ctx) -> list[Fit]:
+    "Empty windows of one size, found in noise, filled with the one colour the outputs add."
+    if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets) or len(added := _added(cands, targets)) != 1: return []
+    k, grids, n = added.pop(), list(cands) + list(tests), len(cands)
+    for size in itertools.product(range(2, 6), repeat=2):
+        outs = [fill_empty_windows(g, ctx.bg, size, k) for g in grids]
+        if all(o is not None for o in outs) and _same_all(outs[:n], targets): return [Fit(f"empty_windows[{size[0]}x{size[1]},{k}]", outs[n:], 2)]
+    return []
+
+# %% ../nbs/06b_arc_search.ipynb #c4e8a1f9
+def assemble_corners(g: Grid, # the grid
+                     bg: int, # its background colour
+                    ) -> Grid | None:
+    "Four pieces with boxes of one size, each missing one corner cell, put together as the corners of a frame (the missing corner inward); None unless the four corners are distinct."
+    objs = objects(g, bg, False, True)
+    if len(objs) != 4 or len({o.mask.shape for o in objs}) != 1: return None
+    h, w = objs[0].mask.shape
+    out, used = np.full((2 * h, 2 * w), bg, np.int8), set()
+    for o in objs:
+        empty = [(y, x) for y, x in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)) if not o.mask[y, x]]
+        if len(empty) != 1 or empty[0] in used: return None
+        used.add(empty[0])
+        (cy, cx), = empty
+        qy, qx = (h if cy == 0 else 0), (w if cx == 0 else 0)  # a piece whose empty corner is its top-left sits bottom-right
+        out[qy:qy + h, qx:qx + w] = o.colours
+    return out
+
+def fit_assemble_corners(cands, targets, tests, ctx) -> list[Fit]:
+    "Four corner pieces put together as a frame, as every demonstration shows."
+    outs = [assemble_corners(g, ctx.bg) for g in list(cands) + list(tests)]
+    if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
+    return [Fit("assemble_corners", outs[len(cands):], 2)]
+
 # %% ../nbs/06b_arc_search.ipynb #a2b00006
 def _fits_at(canvas: Grid, o: Obj, y: int, x: int) -> bool:
     "Whether object `o` with its box corner at (y, x) lies inside the canvas, on background only."
@@ -2826,9 +2989,9 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_diagonal_tails, fit_corner_fill, fit_trails, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_diagonal_tails, fit_corner_fill, fit_trails, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_seed_stamps, fit_empty_windows, fit_assemble_corners, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
-FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
+FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps, fit_seed_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
 FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
 
 # %% ../nbs/06b_arc_search.ipynb #4be172b2
