@@ -150,11 +150,13 @@ def transpose(g, ctx): return valid(g.T)
 @primitive("geometry")
 def antitranspose(g, ctx): return valid(g[::-1, ::-1].T)
 
-def _shift(g, ctx, dy, dx):
-    out = np.full_like(g, ctx.bg)
-    h, w = g.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = g[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return valid(out)
+def _moved(a: np.ndarray, dy: int, dx: int, fill: int) -> np.ndarray:
+    "`a` moved by (dy, dx): entry (y, x) holds a[y - dy, x - dx]; what comes in from outside is `fill`."
+    out, (h, w) = np.full_like(a, fill), a.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = a[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+def _shift(g, ctx, dy, dx): return valid(_moved(g, dy, dx, ctx.bg))
 
 @primitive("geometry")
 def shift_up(g, ctx): return _shift(g, ctx, -1, 0)
@@ -569,12 +571,15 @@ def outline_only(g, ctx):
     fg = g != ctx.bg
     inner = ndimage.binary_erosion(fg, _FOUR, border_value=0)
     return valid(np.where(inner, ctx.bg, g)) if inner.any() else None
+def _lone(g: Grid, bg: int) -> np.ndarray:
+    "The foreground cells with no foreground neighbour, diagonals included."
+    fg = g != bg
+    return fg & (ndimage.convolve(fg.astype(np.int8), np.ones((3, 3), np.int8), mode="constant") == 1)
+
 @primitive("fill")
 def drop_isolated(g, ctx):
     "Remove foreground cells with no foreground neighbour (8-connected): noise."
-    fg = g != ctx.bg
-    n = ndimage.convolve(fg.astype(np.int8), np.ones((3, 3), np.int8), mode="constant") - fg
-    lone = fg & (n == 0)
+    lone = _lone(g, ctx.bg)
     return valid(np.where(lone, ctx.bg, g)) if lone.any() else None
 @primitive("fill")
 def halo(g, ctx):
@@ -2376,7 +2381,7 @@ def seed_cells(g: Grid, # the grid
               ) -> list[tuple[int, int, int]] | None:
     "The foreground cells (row, column, colour) when each stands alone, with no foreground neighbour even diagonally; else None."
     fg = g != bg
-    if not 1 <= fg.sum() <= limit or (ndimage.convolve(fg.astype(np.int8), np.ones((3, 3), np.int8), mode="constant")[fg] > 1).any(): return None
+    if not 1 <= fg.sum() <= limit or (fg & ~_lone(g, bg)).any(): return None
     return [(int(y), int(x), int(g[y, x])) for y, x in zip(*np.nonzero(fg))]
 
 def _window(y: int, x: int, shape: tuple[int, int]) -> tuple[slice, slice]:
@@ -2406,12 +2411,6 @@ def _ahead(v: tuple[int, int], shift: int = 0) -> np.ndarray:
     d = np.arange(-_REACH + 1, _REACH)
     return (d[:, None] - shift * v[0]) * v[0] + (d[None, :] - shift * v[1]) * v[1] > 0
 
-def _shifted(a: np.ndarray, v: tuple[int, int]) -> np.ndarray:
-    "a moved by v (entry d holds a[d - v]); what comes in from outside is unseen."
-    out, (dy, dx), n = np.full_like(a, _UNSEEN), v, a.shape[0]
-    out[max(dy, 0):n + min(dy, 0), max(dx, 0):n + min(dx, 0)] = a[max(-dy, 0):n - max(dy, 0), max(-dx, 0):n - max(dx, 0)]
-    return out
-
 def stamp_periods(st: np.ndarray, # a learned stamp
                   bg: int, # the background colour
                   span: int = 3, # longest step tried along each axis
@@ -2420,7 +2419,7 @@ def stamp_periods(st: np.ndarray, # a learned stamp
     out = []
     for v in itertools.product(range(-span, span + 1), repeat=2):
         if v == (0, 0): continue
-        prev, both = _shifted(st, v), _ahead(v) & _ahead(v, 1)
+        prev, both = _moved(st, *v, _UNSEEN), _ahead(v) & _ahead(v, 1)
         pairs = both & (st != _UNSEEN) & (prev != _UNSEEN)
         if (st[pairs] == prev[pairs]).all() and ((st == prev) & pairs & (st != bg) & (st != _CLASH)).sum() >= 2: out.append(v)
     return out
@@ -2433,7 +2432,7 @@ def continue_stamp(st: np.ndarray, # a learned stamp
     for v in periods:
         a, both = st.copy(), _ahead(v) & _ahead(v, 1)
         for _ in range(2 * _REACH):
-            prev = _shifted(a, v)
+            prev = _moved(a, *v, _UNSEEN)
             new = both & (a == _UNSEEN) & (prev != _UNSEEN)
             if not new.any(): break
             a[new] = prev[new]
