@@ -35,43 +35,44 @@ from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_task
 
 # %% auto #0
 __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 'ANCHORS', 'EXTEND_MODES', 'FITTERS_ROOT',
-           'FITTERS_STATE', 'FITTERS_COMPOSE', 'FITTERS_NORMALISED', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES',
-           'Context', 'Obj', 'Primitive', 'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr',
-           'flip_ud', 'transpose', 'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right',
-           'crop_content', 'pad_border', 'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half',
-           'drop_empty_lines', 'period_tile', 'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3',
-           'mirror_lr', 'mirror_ud', 'mirror_4', 'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3',
-           'downscale_2', 'downscale_3', 'keep_major', 'keep_minor', 'erase_major', 'erase_minor', 'paint_major',
-           'paint_minor', 'swap_top2', 'invert_fg', 'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1',
-           'colours_by_count', 'histogram', 'count_fg_row', 'count_colours_row', 'objects', 'objs_colour',
-           'objs_colour_diag', 'objs_multi', 'objs_multi_diag', 'objs_by_colour', 'cells_between_lines', 'paint',
-           'crop_unique_colour', 'crop_unique_shape', 'crop_common_shape', 'keep_largest', 'keep_smallest',
-           'drop_largest', 'drop_smallest', 'drop_singletons', 'recolour_largest', 'recolour_smallest',
-           'recolour_by_size', 'fill_bboxes', 'fill_bboxes_own', 'outline_bboxes', 'count_objs_row', 'count_objs_col',
-           'objs_without_singletons', 'objs_by_size', 'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud',
-           'complete_diag', 'complete_rot', 'complete_4', 'fall_down', 'fall_up', 'fall_right', 'fall_left',
-           'fill_enclosed', 'outline_only', 'drop_isolated', 'halo', 'rays_h', 'rays_v', 'connect_h', 'connect_v',
-           'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays', 'shoot_cross', 'connect_diag', 'halves',
-           'task_context', 'values_key', 'colour_fit', 'map_guesses', 'match_score', 'Found', 'SearchResult',
-           'run_program', 'search', 'rank_attempts', 'Fit', 'fit_task', 'fit_constant', 'fit_mosaic', 'fit_resize',
-           'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree',
-           'fit_panel_rule', 'colour_by_key', 'fit_colour_by_key', 'complete_panels', 'fit_panel_template',
-           'recolour_by_aligned', 'fit_aligned_keys', 'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise',
-           'minor_centre', 'fit_symmetrise', 'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template',
-           'fit_continue', 'pieces', 'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks',
-           'fit_rays', 'elbow', 'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays',
-           'shoot_from_odd_cells', 'fit_odd_cell_rays', 'shoot_diagonal_tails', 'fit_diagonal_tails',
-           'fill_between_corners', 'fit_corner_fill', 'trails', 'fit_trails', 'attract_to_walls', 'fit_attract',
-           'stamp_objects', 'fit_stamps', 'seed_cells', 'learn_seed_stamps', 'stamp_periods', 'continue_stamp',
-           'paint_seed_stamps', 'fit_seed_stamps', 'fill_empty_windows', 'fit_empty_windows', 'assemble_corners',
-           'fit_assemble_corners', 'select_objects', 'move_objects', 'fit_moves', 'complete_templates', 'fit_templates',
-           'shape_rules', 'periods', 'extend_canvas', 'fit_extend', 'fit_scale_count', 'fill_placeholders',
-           'fit_placeholders', 'partition', 'summarise_cells', 'panel_props', 'fit_panel_lookup', 'cell_keys',
-           'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order', 'fit_colour_order', 'line_modes',
-           'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule', 'pair_tensors', 'Guide', 'batch_of',
-           'guide_costs', 'random_program', 'synthetic_task', 'task_inputs', 'label_vector', 'train_guide',
-           'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide', 'GuideError', 'load_guide',
-           'make_solver', 'solve_main', 'write_json', 'harvest_programs', 'train_guide_main', 'guide_quality']
+           'FITTERS_STATE', 'FITTERS_COMPOSE', 'N_SCALARS', 'GUIDE_PATH', 'GUIDE_MODES', 'Context', 'Obj', 'Primitive',
+           'primitive', 'valid', 'colour_counts', 'rot90', 'rot180', 'rot270', 'flip_lr', 'flip_ud', 'transpose',
+           'antitranspose', 'shift_up', 'shift_down', 'shift_left', 'shift_right', 'crop_content', 'pad_border',
+           'strip_border', 'top_half', 'bottom_half', 'left_half', 'right_half', 'drop_empty_lines', 'period_tile',
+           'dedupe_lines', 'tile_2x2', 'tile_1x2', 'tile_2x1', 'tile_3x3', 'mirror_lr', 'mirror_ud', 'mirror_4',
+           'self_kron', 'self_kron_inverse', 'upscale_2', 'upscale_3', 'downscale_2', 'downscale_3', 'keep_major',
+           'keep_minor', 'erase_major', 'erase_minor', 'paint_major', 'paint_minor', 'swap_top2', 'invert_fg',
+           'fg_to_new', 'bg_to_new', 'major_1x1', 'minor_1x1', 'colours_by_count', 'histogram', 'count_fg_row',
+           'count_colours_row', 'objects', 'objs_colour', 'objs_colour_diag', 'objs_multi', 'objs_multi_diag',
+           'objs_by_colour', 'cells_between_lines', 'paint', 'crop_unique_colour', 'crop_unique_shape',
+           'crop_common_shape', 'keep_largest', 'keep_smallest', 'drop_largest', 'drop_smallest', 'drop_singletons',
+           'recolour_largest', 'recolour_smallest', 'recolour_by_size', 'fill_bboxes', 'fill_bboxes_own',
+           'outline_bboxes', 'count_objs_row', 'count_objs_col', 'objs_without_singletons', 'objs_by_size',
+           'stack_objs_h', 'stack_objs_v', 'complete_lr', 'complete_ud', 'complete_diag', 'complete_rot', 'complete_4',
+           'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
+           'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays',
+           'shoot_cross', 'connect_diag', 'halves', 'task_context', 'values_key', 'colour_fit', 'map_guesses',
+           'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts', 'Fit', 'fit_task',
+           'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule',
+           'grow_tree', 'tree_predict', 'fit_cell_tree', 'fit_panel_rule', 'colour_by_key', 'fit_colour_by_key',
+           'complete_panels', 'fit_panel_template', 'recolour_by_aligned', 'fit_aligned_keys', 'fill_by_symmetry',
+           'fit_fill_holes', 'best_centre', 'symmetrise', 'minor_centre', 'fit_symmetrise', 'extend_period',
+           'fit_periodic', 'continue_pattern', 'rows_like_template', 'fit_continue', 'pieces', 'fit_pieces',
+           'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'fit_rays', 'elbow', 'fit_elbows',
+           'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays', 'shoot_from_odd_cells', 'fit_odd_cell_rays',
+           'shoot_diagonal_tails', 'fit_diagonal_tails', 'fill_between_corners', 'fit_corner_fill', 'trails',
+           'fit_trails', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'seed_cells',
+           'learn_seed_stamps', 'stamp_periods', 'continue_stamp', 'paint_seed_stamps', 'fit_seed_stamps',
+           'fill_empty_windows', 'fit_empty_windows', 'assemble_corners', 'fit_assemble_corners', 'lattice_cells',
+           'paint_lattice', 'fit_search', 'fit_lattice', 'select_objects', 'move_objects', 'fit_moves',
+           'complete_templates', 'fit_templates', 'shape_rules', 'periods', 'extend_canvas', 'fit_extend',
+           'fit_scale_count', 'fill_placeholders', 'fit_placeholders', 'partition', 'summarise_cells', 'panel_props',
+           'fit_panel_lookup', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
+           'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
+           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
+           'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide',
+           'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
+           'train_guide_main', 'guide_quality']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -943,10 +944,11 @@ def search(task: Task, # the task; its test outputs are never read
            fit_depth: int = 2, # compose fitters with grid states up to this depth
            fit_share: float = 0.4, # share of the time budget kept for composing fitters with the best states
            fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
-           local_share: float = 0.3, # the local-rule fitter's time limit, as a share of the budget (each call)
+           local_share: float = 0.3, # the time limit of the slow fitters (local rules, lattices), as a share of the budget (each call)
            n_near: int = 4, # near misses kept (states that map some demonstrations exactly) to fill empty attempts, with a cell-tree guess
            restate: Callable[[list[Grid]], dict[str, float]] | None = None, # a grid state's demonstration values -> costs of its children (None: `costs` everywhere); the cheapest primitive of a type must cost what it does in `costs`, as with `guide_costs`
            restate_depth: int = 2, # grid states up to this depth get costs of their own, when they first reach the front of the queue
+           norm_share: float = 0.25, # when no answer settles: the share of the budget for a search of the task with its colours renamed by rank (0: none)
           ) -> SearchResult:
     "Best-first search for programs mapping every demonstration input to its output."
     t0 = time.perf_counter()
@@ -1014,9 +1016,9 @@ def search(task: Task, # the task; its test outputs are never read
             c = floor[typ] if kc is None else kc[kids[k].name]  # a state the guide has not read yet: no child costs less than the floor
             heapq.heappush(heap, (g + c + match_weight * (1 - score), order, sid, k))
 
-    local = functools.partial(fit_local_rule, seconds=local_share * time_budget)  # the slow fitter gets a time limit
+    timed = {f: functools.partial(f, seconds=local_share * time_budget) for f in (fit_local_rule, fit_lattice)}  # the slow fitters get a time limit
     small = functools.partial(fit_local_rule, max_extra=2, seconds=local_share * time_budget)  # and less freedom after the root
-    fitted(root, (), 0.0, tuple(local if f is fit_local_rule else f for f in FITTERS_ROOT + FITTERS_STATE))
+    fitted(root, (), 0.0, tuple(timed.get(f, f) for f in FITTERS_ROOT + FITTERS_STATE))
     search_budget = time_budget - fit_share * (time_budget - (time.perf_counter() - t0))  # the rest is for composing
     visit(root, "grid", (), 0.0, costs)
     while heap and nodes < max_nodes and time.perf_counter() - t0 < search_budget:
@@ -1049,9 +1051,10 @@ def search(task: Task, # the task; its test outputs are never read
             progs = [layers[k - 1][1] if k else () for k in chosen]
             found.append(Found(("overlay[" + " | ".join(" ∘ ".join(reversed(p)) or "input" for p in progs) + "]",), None, preds,
                                sum(layers[k - 1][2] for k in chosen if k), nodes, sum(map(len, progs)) + len(progs) - 2))
-    if settled is None:  # colour normalisation, and local rules whose unseen test cells keep their colour (also when every answer so far guesses)
+    if settled is None:  # colour normalisation (a search of its own), and local rules whose unseen test cells keep their colour (also when every answer so far guesses)
+        renamed = normalised(functools.partial(fit_search, seconds=norm_share * time_budget, costs=costs, max_depth=max_depth, restate=restate, restate_depth=restate_depth))
         fallback = functools.partial(fit_local_rule, max_extra=2, seconds=local_share * time_budget, unseen=True)
-        fitted(root, (), 0.0, tuple(normalised(small if f is fit_local_rule else f) for f in FITTERS_NORMALISED) + (fallback,))
+        fitted(root, (), 0.0, ((renamed,) if norm_share > 0 else ()) + (fallback,))
     if settled is None:  # compose: the fitters on the grid states that look most like the answer, best first
         best = sorted((s for s in states[1:] if s[1] == "grid" and len(s[2]) <= fit_depth), key=lambda s: (-s[4], s[3]))
         same = 0
@@ -1999,6 +2002,7 @@ def normalised(fitter: Callable) -> Callable:
     def fit(cands, targets, tests, ctx) -> list[Fit]:
         fixed = frozenset().union(*(set(np.unique(t).tolist()) - set(np.unique(c).tolist()) for c, t in zip(cands, targets)))
         perms = [colour_perm(g, fixed) for g in list(cands) + list(tests)]
+        if all(np.array_equal(p, perms[0]) for p in perms): return []  # one renaming for every grid: the same task, nothing new to find
         n = len(cands)
         nctx = Context(int(perms[0][ctx.bg]), int(perms[0][ctx.new]))
         rules = fitter([p[g] for p, g in zip(perms, cands)], [p[t] for p, t in zip(perms, targets)],
@@ -2526,6 +2530,58 @@ def fit_assemble_corners(cands, targets, tests, ctx) -> list[Fit]:
     if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
     return [Fit("assemble_corners", outs[len(cands):], 2)]
 
+# %% ../nbs/06b_arc_search.ipynb #c4e8a1fc
+def lattice_cells(g: Grid, # the grid
+                 ) -> tuple[Grid, tuple[np.ndarray, np.ndarray, int]] | None:
+    "A grid cut by full lines of one colour into one-colour panels: the grid of panel colours, and the cut (each row's and column's panel index, -1 on a line; the lines' colour)."
+    full_r, full_c = (g == g[:, :1]).all(1), (g == g[:1, :]).all(0)
+    for s in np.unique(np.r_[g[full_r, 0], g[0, full_c]]):
+        lines_r, lines_c = full_r & (g[:, 0] == s), full_c & (g[0, :] == s)
+        starts_r, starts_c = (~lines & np.r_[True, lines[:-1]] for lines in (lines_r, lines_c))  # a panel's first row, or column
+        ri, ci = (np.where(lines, -1, np.cumsum(st) - 1) for lines, st in ((lines_r, starts_r), (lines_c, starts_c)))
+        if starts_r.sum() * starts_c.sum() < 4: continue
+        small = g[np.ix_(starts_r, starts_c)]
+        if s in small or not np.array_equal(paint_lattice(small, (ri, ci, int(s))), g): continue  # the lines' colour is no panel's
+        return valid(small), (ri, ci, int(s))
+    return None
+
+def paint_lattice(small: Grid, # one colour per panel
+                  cut: tuple[np.ndarray, np.ndarray, int], # the cut from `lattice_cells`
+                 ) -> Grid | None:
+    "Each panel of the cut painted in its colour from `small`, the lines kept (None when the sizes disagree)."
+    ri, ci, s = cut
+    if small.shape != (ri.max() + 1, ci.max() + 1): return None
+    return valid(np.where((ri[:, None] >= 0) & (ci[None, :] >= 0), small[ri][:, ci], s))
+
+def fit_search(cands, targets, tests, ctx,
+               seconds: float = 1.5, # time limit
+               name: str = "search", # what its rules are called
+               **kw, # more arguments for `search`
+              ) -> list[Fit]:
+    "A search of its own (with no renamed search inside) as a fitter: the answers of its two best distinct programs."
+    out, seen = [], set()
+    for f in search(Task(name, list(zip(cands, targets)), list(tests)), time_budget=seconds, norm_share=0, **kw).found:
+        key = tuple(grid_key(p) for p in f.predictions)
+        if key in seen: continue
+        seen.add(key)
+        out.append(Fit(f"{name}[{' ∘ '.join(reversed(f.program)) or 'input'}]", f.predictions, len(f.program) + f.extra))
+        if len(out) == 2: break
+    return out
+
+def fit_lattice(cands, targets, tests, ctx,
+                seconds: float = 1.5, # the search's time on the small grids
+               ) -> list[Fit]:
+    "A task drawn on lattices of one-colour panels, solved by a search on the grids of panel colours (painted back when the outputs keep their inputs' lines)."
+    n = len(cands)
+    cuts = [lattice_cells(g) for g in (*cands, *tests)]
+    if any(c is None for c in cuts): return []
+    outs = [lattice_cells(t) for t in targets]
+    same = lambda a, b: b is not None and all(np.array_equal(x, y) for x, y in zip(a[1], b[1]))
+    keep = all(same(c, o) for c, o in zip(cuts, outs))  # every output keeps its input's lines: solve on small grids both ways
+    rules = fit_search([c[0] for c in cuts[:n]], [o[0] if keep else t for o, t in zip(outs, targets)], [c[0] for c in cuts[n:]], ctx, seconds, "lattice")
+    painted = [[paint_lattice(p, c[1]) if keep else p for p, c in zip(r.predictions, cuts[n:])] for r in rules]
+    return [Fit(r.name, ps, r.extra + 1) for r, ps in zip(rules, painted) if all(p is not None for p in ps)]
+
 # %% ../nbs/06b_arc_search.ipynb #a2b00006
 def _fits_at(canvas: Grid, o: Obj, y: int, x: int) -> bool:
     "Whether object `o` with its box corner at (y, x) lies inside the canvas, on background only."
@@ -2988,10 +3044,9 @@ def overlay_rule(states: Sequence[Sequence[Grid]], # each state's values: the de
     return best
 
 # %% ../nbs/06b_arc_search.ipynb #79574282
-FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_diagonal_tails, fit_corner_fill, fit_trails, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_seed_stamps, fit_empty_windows, fit_assemble_corners, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
+FITTERS_ROOT = (fit_constant, fit_count, fit_fill_holes, fit_symmetrise, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_colour_by_key, fit_panel_template, fit_aligned_keys, fit_blocks, fit_rays, fit_elbows, fit_bounces, fit_corner_rays, fit_odd_cell_rays, fit_diagonal_tails, fit_corner_fill, fit_trails, fit_periodic, fit_continue, fit_attract, fit_stamps, fit_seed_stamps, fit_empty_windows, fit_assemble_corners, fit_lattice, fit_moves, fit_templates, fit_extend, fit_scale_count, fit_placeholders, fit_cell_summary, fit_panel_lookup, fit_cell_actions, fit_cell_copies, fit_line_modes, fit_colour_order)  # on the task's inputs
 FITTERS_STATE = (fit_mosaic, fit_resize)  # on the inputs and on every depth-1 grid state
-FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps, fit_seed_stamps))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised
-FITTERS_NORMALISED = (fit_count, fit_pieces, fit_local_rule, fit_object_recolour, fit_panel_rule, fit_resize)  # run `normalised` on the inputs when nothing else fits
+FITTERS_COMPOSE = tuple(f for f in FITTERS_STATE + FITTERS_ROOT[1:] if f not in (fit_local_rule, fit_stamps, fit_seed_stamps, fit_lattice))  # on the best states when the search found nothing (and the local rule on a few); stamps on a program's output only memorised, and a lattice search per state costs too much
 
 # %% ../nbs/06b_arc_search.ipynb #4be172b2
 def _pair_scalars(i: Grid, o: Grid) -> list[float]:
