@@ -208,7 +208,7 @@ def test_reading_states_lazily_keeps_the_order(tid):
     "A guide that reads every state and gives back the task's own costs must leave the search exactly as it was."
     t = {t.id: t for t in load_tasks("training")}[tid]
     costs = guide_costs(load_guide(), t.train)
-    plain, read = (search(t, costs, 4, time_budget=60, **kw) for kw in ({}, {"restate": lambda vals: costs, "restate_depth": 3}))
+    plain, read = (search(t, costs, 4, time_budget=60, **kw) for kw in ({}, {"restate": lambda vals, outs: costs, "restate_depth": 3}))
     assert plain.nodes_to_first is not None and plain.nodes_to_first > 100  # the search loop found it, after real work
     assert (read.nodes_to_first, read.nodes_expanded) == (plain.nodes_to_first, plain.nodes_expanded)
     assert [str(f) for f in read.found] == [str(f) for f in plain.found]

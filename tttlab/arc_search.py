@@ -946,7 +946,7 @@ def search(task: Task, # the task; its test outputs are never read
            fit_local: int = 3, # how many of the best same-shape states also get the (slow) local-rule fitter
            local_share: float = 0.3, # the time limit of the slow fitters (local rules, lattices), as a share of the budget (each call)
            n_near: int = 4, # near misses kept (states that map some demonstrations exactly) to fill empty attempts, with a cell-tree guess
-           restate: Callable[[list[Grid]], dict[str, float]] | None = None, # a grid state's demonstration values -> costs of its children (None: `costs` everywhere); the cheapest primitive of a type must cost what it does in `costs`, as with `guide_costs`
+           restate: Callable[[list[Grid], list[Grid]], dict[str, float]] | None = None, # a grid state's demonstration values and the outputs -> costs of its children (None: `costs` everywhere); the cheapest primitive of a type must cost what it does in `costs`, as with `guide_costs`
            restate_depth: int = 2, # grid states up to this depth get costs of their own, when they first reach the front of the queue
            norm_share: float = 0.25, # when no answer settles: the share of the budget for a search of the task with its colours renamed by rank (0: none)
           ) -> SearchResult:
@@ -1026,7 +1026,7 @@ def search(task: Task, # the task; its test outputs are never read
         _, order, sid, k = heapq.heappop(heap)
         vals, typ, prog, g, score, kids, kc = states[sid]
         if kc is None:  # the state reaches the front for the first time: the guide reads it, and its best child is queued at its real cost
-            kc = restate(vals[:n_demo])
+            kc = restate(vals[:n_demo], targets)
             states[sid] = (vals, typ, prog, g, score, sorted(kids, key=lambda p: kc[p.name]), kc)
             push(sid, 0, order)  # keeping its place among equals
             continue
@@ -3306,7 +3306,7 @@ def make_solver(guide_mode: str = "static", # "none", "static" or "ttt" (static:
         if guide_mode != "none":
             g = adapt_guide(guide, task, steps=ttt_steps, seed=seed) if guide_mode == "ttt" else guide
             costs = guide_costs(g, task.train)
-            if restate_depth: restate = lambda vals: guide_costs(g, list(zip(vals, (o for _, o in task.train))))
+            if restate_depth: restate = lambda vals, outs: guide_costs(g, list(zip(vals, outs)))
         r = search(task, costs, max_depth, time_budget=max(0.05, time_per_task - (time.perf_counter() - t0)),
                    restate=restate, restate_depth=restate_depth)
         log[task.id] = r
