@@ -12,7 +12,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import tempfile
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from .arc_data import (ARCFormatError, Augmentation, Grid, Task, as_grid, attempt_correct, grid_key,
                              load_tasks, pass_at_2, random_augmentation, task_solved)
 from .lora import CheckpointStore, TrainConfig, TrainingOrchestrator, TrainResult
-from .models import LabModel, Precision, TTTLabError, pick_device
+from .models import LabModel, Precision, TTTLabError, atomic_write, pick_device
 
 # %% auto #0
 __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCHS', 'pad_grid', 'GridExample', 'task_pairs',
@@ -758,8 +757,7 @@ class AblationResult(LabModel):
 
     def save(self, path) -> None:
         "Write the result as JSON, atomically."
-        path = Path(path); tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json()); os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(self.model_dump_json()))
 
 def run_ablation(cfg: AblationConfig | None = None, # the experiment; None = the CPU default
                  out_dir: str | Path | None = None, # where checkpoints (and result.json) go; None = a temporary folder

@@ -13,8 +13,6 @@ import heapq
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 import tttlab
-from .models import TTTLabError
+from .models import TTTLabError, atomic_write
 from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_tasks, run_solver,
                              tasks_from_args, task_solved)
 
@@ -69,10 +67,10 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'fit_scale_count', 'fill_placeholders', 'fit_placeholders', 'partition', 'summarise_cells', 'panel_props',
            'fit_panel_lookup', 'cell_keys', 'act_on_cells', 'fit_cell_actions', 'fit_cell_summary', 'colour_order',
            'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
-           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'random_program', 'synthetic_task', 'task_inputs',
-           'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide', 'save_guide',
-           'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
-           'train_guide_main', 'guide_quality']
+           'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'ranked_costs', 'random_program', 'synthetic_task',
+           'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide',
+           'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
+           'train_guide_main', 'guide_quality', 'chain_ranks', 'put_first']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -3116,10 +3114,15 @@ def guide_costs(guide: Guide, # the guide
     "Search costs of every primitive for one task: `-log p` under a Zipf prior over the guide's ranking."
     guide.eval()
     logits = guide(*batch_of([pair_tensors(pairs)]))[0]
-    score = {n: float(v) for n, v in zip(guide.names, logits)}
+    return ranked_costs({n: float(v) for n, v in zip(guide.names, logits)}, sharpness)
+
+def ranked_costs(score: dict[str, float], # a score per primitive, higher first; a primitive without one comes last
+                 sharpness: float = 0.5, # Zipf exponent
+                ) -> dict[str, float]:
+    "Costs `sharpness · log(rank) + const` from a ranking of each input type's primitives (a Zipf prior)."
     costs = {}
     for typ in ("grid", "objs"):  # a state only ever chooses among the primitives that accept its type
-        order = sorted((n for n, p in PRIMITIVES.items() if p.tin == typ), key=lambda n: -score.get(n, -math.inf))  # a primitive the guide does not know comes last
+        order = sorted((n for n, p in PRIMITIVES.items() if p.tin == typ), key=lambda n: -score.get(n, -math.inf))
         norm = math.log(sum(r ** -sharpness for r in range(1, len(order) + 1)))
         costs |= {n: sharpness * math.log(r) + norm for r, n in enumerate(order, 1)}
     return costs
@@ -3258,11 +3261,8 @@ def adapt_guide(guide: Guide, # the static guide (left unchanged)
 def save_guide(guide: Guide, path: Path) -> Path:
     "Save a guide's weights and primitive names as safetensors, atomically."
     from safetensors.torch import save_file
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp"); os.close(fd)
-    save_file({k: v.contiguous() for k, v in guide.state_dict().items()}, tmp, metadata={"names": json.dumps(guide.names)})
-    os.replace(tmp, path)
-    return path
+    weights = {k: v.contiguous() for k, v in guide.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"names": json.dumps(guide.names)}))
 
 class GuideError(TTTLabError):
     "A guide checkpoint is missing or does not fit the network, or a guide setting is impossible."
@@ -3346,20 +3346,18 @@ def solve_main(argv: list[str] | None = None) -> int:
 
 def write_json(path: Path, obj) -> None:
     "Write JSON atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f: json.dump(obj, f)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj)))
 
 
 
 # %% ../nbs/06b_arc_search.ipynb #7a48486b
 def harvest_programs(tasks: Sequence[Task], seconds: float, progress: bool = True) -> dict[str, list[str]]:
-    "Programs an unguided search finds for training tasks, kept when they solve the task's test inputs."
+    "Programs an unguided search finds for training tasks, kept when they use a primitive (a guide's label) and solve the task's test inputs."
     out = {}
     for t in tqdm(tasks, desc="harvest", disable=not progress):
         r = search(t, None, 3, seconds)
-        good = [f for f in r.found if t.test_outputs is not None and task_solved([[p] for p in f.predictions], t.test_outputs, 1)]
+        good = [f for f in r.found if any(s in PRIMITIVES for s in f.program)
+                and t.test_outputs is not None and task_solved([[p] for p in f.predictions], t.test_outputs, 1)]
         if good: out[t.id] = list(min(good, key=lambda f: (len(f.program), f.cost)).program)
     return out
 
@@ -3405,4 +3403,30 @@ def guide_quality(guide: Guide, examples) -> dict[str, float]:
     return {"val_bce": float(F.binary_cross_entropy_with_logits(logits, y)),
             "val_recall_at_10": float((hit * y).sum() / y.sum())}
 
+
+
+# %% ../nbs/06b_arc_search.ipynb #d20a0002
+def chain_ranks(task: Task, # the task
+                program: Sequence[str], # a found program, first step first; it is read up to its first fitted step
+                costs: dict[str, float], # the root's costs, as `search` gets them
+                restate: Callable[[list[Grid], list[Grid]], dict[str, float]] | None = None, # as in `search`
+                restate_depth: int = 2, # as in `search`
+               ) -> list[int]:
+    "Where each primitive of a program ranks among its state's choices, under the costs `search` uses at that state."
+    ctx = task_context(task)
+    vals, outs, typ, ranks = [i for i, _ in task.train], [o for _, o in task.train], "grid", []
+    for depth, name in enumerate(program):
+        if name not in PRIMITIVES: break
+        c = restate(vals, outs) if restate is not None and typ == "grid" and 1 <= depth <= restate_depth else costs
+        ranks.append(sorted((n for n, p in PRIMITIVES.items() if p.tin == typ), key=c.__getitem__).index(name) + 1)
+        vals, typ = [PRIMITIVES[name].fn(v, ctx) for v in vals], PRIMITIVES[name].tout
+        if any(v is None for v in vals): break
+    return ranks
+
+def put_first(costs: dict[str, float], # costs from a ranking (`guide_costs`, `ranked_costs`)
+              names: Sequence[str], # primitives to move to the front of their types
+              sharpness: float = 0.5, # Zipf exponent, as in `guide_costs`
+             ) -> dict[str, float]:
+    "The same ranking with `names` moved to the front: an oracle order for a known program."
+    return ranked_costs({n: -c + (1e6 if n in names else 0.0) for n, c in costs.items()}, sharpness)
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 import tttlab
 from .lact import LaCTConfig, LaCTUpdater
 from .models import (LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
-                           TTTStrategy, autocast, compute_dtype, default_model_dir, load_lm, pick_device)
+                           TTTStrategy, atomic_write, autocast, compute_dtype, default_model_dir, load_lm, pick_device)
 from .ttt_linear import TTTLinearStrategy, decoder_layers, switched_off, view_parts, weight_change
 
 # %% auto #0
@@ -492,12 +492,6 @@ def _fsync_tree(root: Path) -> None:
         if p.is_file():
             with open(p, "rb") as f: os.fsync(f.fileno())
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    "Write `text` to `path` through a temporary file and a rename."
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 @dataclass
 class Checkpoint:
     "A verified checkpoint: where it is, its metadata, and its saved state."
@@ -634,12 +628,11 @@ class CheckpointStore:
         "Write the complete checkpoints of one task (or all) into a single .tar.gz archive, atomically."
         archive = Path(archive)
         tasks = [task] if task else self.tasks()
-        tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
-        with tarfile.open(tmp, "w:gz") as tar:
-            for t in tasks:
-                for d, _ in self._manifests(t): tar.add(d, arcname=f"{t}/{d.name}")
-        os.replace(tmp, archive)
-        return archive
+        def pack(tmp: Path):
+            with tarfile.open(tmp, "w:gz") as tar:
+                for t in tasks:
+                    for d, _ in self._manifests(t): tar.add(d, arcname=f"{t}/{d.name}")
+        return atomic_write(archive, pack)
 
     def import_archive(self, archive: str | Path,  # a .tar.gz written by `export`
                       ) -> list[Path]:

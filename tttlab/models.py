@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import ContextManager, Literal, Protocol, runtime_checkable
+from typing import Callable, ContextManager, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 __all__ = ['Strategy', 'Precision', 'View', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
            'StudyRow', 'DocumentChunk', 'study_batch', 'Document', 'DocumentConstraints', 'LearningConfig',
            'LearningMetrics', 'Question', 'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device',
-           'cpu_supports_bf16', 'compute_dtype', 'autocast', 'cache_dir', 'default_gguf_path', 'default_cache_path',
-           'cache_gguf', 'default_model_dir', 'load_tokenizer', 'load_lm', 'tiny_llama']
+           'cpu_supports_bf16', 'compute_dtype', 'autocast', 'atomic_write', 'cache_dir', 'default_gguf_path',
+           'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer', 'load_lm', 'tiny_llama']
 
 # %% ../nbs/00_models.ipynb #5ffccc45
 class TTTLabError(Exception):
@@ -189,6 +189,23 @@ def autocast(device: torch.device, precision: Precision = "auto") -> ContextMana
     dt = compute_dtype(device, precision)
     if dt == torch.float32: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dt)
+
+# %% ../nbs/00_models.ipynb #a7f0e002
+def atomic_write(path: Path | str, # the file to write; its folder is created if needed
+                 write: Callable[[Path], object], # writes the whole content to the temporary path it is given
+                ) -> Path:
+    "Write `path` through a temporary file in its folder and a rename; return `path`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent); os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+    return path
+
 
 # %% ../nbs/00_models.ipynb #c1a47c41
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"

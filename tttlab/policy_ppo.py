@@ -17,7 +17,6 @@ import os
 import random
 import re
 import sysconfig
-import tempfile
 import zlib
 import time
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, autocast, cache_dir
+from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir
 from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
@@ -406,16 +405,6 @@ class FileOutcomes:
 def _file_key(path: str) -> str:
     return f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    "Write `path` through a temporary file in the same folder and `os.replace`."
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
 class OutcomeCache:
     "A folder of per-file (chunk, action) outcomes that survives restarts."
     def __init__(self, root: str | Path, # the cache folder
@@ -435,7 +424,7 @@ class OutcomeCache:
                                               f"{', '.join(diff)}; pass another cache folder or delete this one")
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings = settings
-        _atomic_write(meta, lambda p: p.write_text(settings.model_dump_json(indent=1)))
+        atomic_write(meta, lambda p: p.write_text(settings.model_dump_json(indent=1)))
 
     def _path(self, file: str) -> Path: return self.root / f"{_file_key(file)}.npz"
     def has(self, file: str) -> bool: return self._path(file).exists()
@@ -446,7 +435,7 @@ class OutcomeCache:
             with open(p, "wb") as f:
                 np.savez(f, path=np.array(rec.path), features=rec.features, loss=rec.loss, outcome=rec.outcome,
                          tokens=rec.tokens, seconds=np.array(rec.seconds), version=np.array(rec.version))
-        _atomic_write(self._path(rec.path), write)
+        atomic_write(self._path(rec.path), write)
 
     def load(self, file: str) -> FileOutcomes:
         "One file's record as stored, whatever its features' version."
@@ -1185,7 +1174,7 @@ class TrainedPolicy:
         "Write the policy atomically with torch.save."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         blob = dict(state=self.policy.state_dict(), config=self.config.model_dump(), history=self.history)
-        _atomic_write(path, lambda p: torch.save(blob, p))
+        atomic_write(path, lambda p: torch.save(blob, p))
         return path
 
     @classmethod
