@@ -43,12 +43,12 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout',
            'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share', 'random_actions', 'best_random_action',
            'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'periodic_actions', 'best_periodic',
-           'fit_to_budget', 'GainModel', 'GainRegressor', 'cross_validated_scores', 'cross_validated_actions',
-           'GainRanker', 'GainMLP', 'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig',
-           'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy',
-           'PolicyEnsemble', 'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult',
-           'run_online', 'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root',
-           'main']
+           'periodic_name', 'fit_to_budget', 'GainModel', 'GainRegressor', 'cross_validated_scores',
+           'cross_validated_actions', 'GainRanker', 'GainMLP', 'target_reliability', 'noise_ceiling', 'PonderPolicy',
+           'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions', 'single_thread',
+           'imitate', 'train_policy', 'PolicyEnsemble', 'UpdateThreshold', 'BudgetPacer', 'compare_methods',
+           'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead', 'method_family',
+           'pareto_figure', 'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -800,20 +800,29 @@ def synthetic_episodes(n_files: int = 60, # episodes
     return Episodes.from_records(recs)
 
 # %% ../nbs/05_policy_ppo.ipynb #0ed144a8
-def periodic_actions(eps: Episodes, action: str | int, every: int) -> torch.Tensor:
-    "`action` on every `every`-th decision of each file (the first included), SKIP otherwise."
+def periodic_actions(eps: Episodes, # the files
+                     action: str | int, # the update taken
+                     every: int, # its period, in decisions
+                     phase: int = 0, # the first decision of each file that takes it (0-based, below `every`)
+                    ) -> torch.Tensor:
+    "`action` on decisions `phase`, `phase + every`, ... of each file, SKIP otherwise."
+    if not 0 <= phase < every: raise PonderError(f"a phase of {phase} for a period of {every}; use 0 to {every - 1}")
     t = torch.arange(eps.mask.shape[1])[None].expand_as(eps.mask)
-    return ((t % every) == 0).long() * parse_action(action) * eps.mask
+    return ((t % every) == phase).long() * parse_action(action) * eps.mask
 
 def best_periodic(eps: Episodes, # training files
                   budget: float, # allowed mean cost per chunk
-                 ) -> tuple[int, int]:
-    "The (action, period) of the periodic schedule with the best gain on `eps` among those within `budget`."
+                 ) -> tuple[int, int, int]:
+    "The (action, period, phase) of the periodic schedule with the best gain on `eps` among those within `budget`."
     budget = check_budget(budget)
-    cands = [(a, k) for a in range(1, len(ACTIONS)) for k in range(1, 1 + eps.mask.shape[1])
-             if score(eps, periodic_actions(eps, a, k), "").cost <= budget + 1e-9]
-    if not cands: return 0, 1
-    return max(cands, key=lambda ak: score(eps, periodic_actions(eps, *ak), "").gain)
+    cands = [(a, k, p) for a in range(1, len(ACTIONS)) for k in range(1, 1 + eps.mask.shape[1]) for p in range(k)
+             if score(eps, periodic_actions(eps, a, k, p), "").cost <= budget + 1e-9]
+    if not cands: return 0, 1, 0
+    return max(cands, key=lambda akp: score(eps, periodic_actions(eps, *akp), "").gain)
+
+def periodic_name(action: int, every: int, phase: int) -> str:
+    "How a periodic schedule is named in result tables."
+    return f"periodic {ACTIONS[action]} every {every}" + (f" from decision {phase + 1}" if phase else "")
 
 # %% ../nbs/05_policy_ppo.ipynb #6eb4991e
 _EXTRA = _COSTS - COSTS[0]  # cost of each action above SKIP
@@ -1396,13 +1405,13 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
     oracle = oracle_actions(test, budget)
     og = score(test, oracle, "oracle").gain
     gate, reg = ThresholdGate.fit(train, budget), GainRegressor().fit(train, budget)
-    pa, pk = best_periodic(train, budget)
+    pa, pk, pp = best_periodic(train, budget)
     ra = best_random_action(train, budget)
     guarded = lambda choose: rollout(test, choose, budget, "stream", carry).actions
     runs = [("No-TTT (SKIP)", fixed_actions(test, 0))] + [(f"fixed {a}", fixed_actions(test, a)) for a in ACTIONS[1:]]
     runs += [("random @ budget", random_actions(test, budget, seed)),
              (f"random best action ({ACTIONS[ra]}) @ budget", random_actions(test, budget, seed, ra)),
-             (f"periodic {ACTIONS[pa]} every {pk}", periodic_actions(test, pa, pk)),
+             (periodic_name(pa, pk, pp), periodic_actions(test, pa, pk, pp)),
              (f"threshold gate ({ACTIONS[gate.action]})", gate.actions(test)),
              ("threshold gate (guard)", guarded(gate.choose)),
              ("gain regressor (supervised)", rollout(test, reg.choose, budget).actions),
