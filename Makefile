@@ -44,9 +44,11 @@ docs: install
 	$(PY) tools/build_docs.py --nbs nbs --out _docs
 
 # Debian's chromium and the playwright package that drives it (never `playwright install`: no browser download).
+# Under CI (CI=true) a failed install fails, as the browser tests then do; elsewhere they skip.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium) \
-		|| echo "chromium could not be installed: the browser tests will be skipped"
+		|| if [ "$$CI" = true ]; then echo "chromium could not be installed, and CI=true needs the browser tests"; exit 1; \
+		else echo "chromium could not be installed: the browser tests will be skipped"; fi
 	@$(PY) -c "import playwright" 2>/dev/null || $(PIP) install -q playwright
 
 browser-test: install browser

@@ -10,10 +10,12 @@ from tttlab.arc_data import ARCFormatError, load_tasks, smallest_tasks
 from tttlab.arc_grid import (ARCHS, CANVAS, PAD, AblationConfig, AugmentedBatches, GridExample, build_model, collate,
                              equivariance_gap, linearise, pad_grid, parse_output, sample_example, smoke_main, smoke_test)
 from tttlab import arc_grid  # test_time_train is called through the module so pytest does not collect it
+from tttlab.cli import arc_main
 
 torch.set_num_threads(1)
 TRAIN = load_tasks("training", "arcagi")
 SMALL = smallest_tasks(TRAIN, 40)
+attempt_lists = lambda attempts: [[[g.tolist() for g in a] for a in per_test] for per_test in attempts]
 
 
 @pytest.mark.parametrize("bad", [np.zeros((31, 2), int), np.zeros((2, 31), int), [[0, 10]], [[-1, 2]], [[1, 2], [3]]])
@@ -87,6 +89,19 @@ def test_batches_reproducible():
 def test_config_errors():
     with pytest.raises(ValueError): AblationConfig(budget_minutes=0)
     with pytest.raises(ValueError): AblationConfig(models=["resnet"])
+    with pytest.raises(arc_grid.GridSettingsError, match="max_side"): arc_grid.ablation_config(max_side=40)
+    with pytest.raises(arc_grid.GridSettingsError, match="val_tasks=40"): arc_grid.ablation_splits(AblationConfig(max_side=5))
+
+
+@pytest.mark.parametrize("argv, says", [(["--budget-minutes", "0"], "budget_minutes"), (["--max-side", "40"], "max_side"),
+                                        (["--max-side", "5"], "leaves 25 ARC-AGI-1 training tasks"),
+                                        (["--max-side", "2"], "leaves 0"), (["--eval-tasks", "-1"], "eval_tasks"),
+                                        (["--ttt-tasks", "-1"], "ttt_tasks"), (["--val-tasks", "0"], "val_tasks"),
+                                        (["--seed", "-1"], "seed")])
+def test_ablate_cli_rejects_impossible_settings(capsys, argv, says):
+    assert arc_main(["ablate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tttlab arc ablate: error:") and says in err and "\n" not in err and "Traceback" not in err
 
 
 def test_smoke_cli(capsys):
@@ -124,14 +139,33 @@ def test_size_groups_cover_every_task_and_shrink_batches():
     assert np.mean([area(grouped[i]) for i in range(30)]) < 0.7 * np.mean([area(mixed[i]) for i in range(30)])
 
 
-def test_run_ablation_saves_result(tmp_path):
-    cfg = AblationConfig(models=["encdec-2d"], budget_minutes=0.02, max_side=6, val_tasks=2, eval_tasks=3, ttt_tasks=2,
-                         ttt_steps=1, eval_every=2)
+def test_task_answers_do_not_depend_on_batch():
+    ev = load_tasks("evaluation", "arcagi")
+    small, big = ev[0], max(smallest_tasks(ev, 30), key=arc_grid.visible_side)
+    assert arc_grid.visible_side(small) < arc_grid.visible_side(big)
+    for arch in ("encdec-2d", "champion"):
+        m = build_model(arch)
+        alone = arc_grid.predict_tasks(m, [small], views=2)
+        assert attempt_lists(arc_grid.predict_tasks(m, [small, big], views=2)[:1]) == attempt_lists(alone), arch
+        assert attempt_lists(arc_grid.predict_tasks(m, [big, small], views=2)[1:]) == attempt_lists(alone), arch
+
+
+def test_run_ablation_saves_result(tmp_path, monkeypatch):
+    # a tiny learning rate keeps the model near its initialisation, which answers with grids of several sizes
+    cfg = AblationConfig(models=["encdec-2d"], budget_minutes=0.02, max_side=6, val_tasks=2, eval_tasks=5, ttt_tasks=5,
+                         ttt_steps=1, eval_every=2, learning_rate=1e-6)
+    seen, measure = {}, arc_grid.measure_ttt
+    def spy(model, tasks, cfg, progress=True, before=None):
+        seen.update(model=model, tasks=tasks, before=before)
+        return measure(model, tasks, cfg, progress, before)
+    monkeypatch.setattr(arc_grid, "measure_ttt", spy)
     res = arc_grid.run_ablation(cfg, tmp_path, progress=False)
     saved = arc_grid.AblationResult.model_validate_json((tmp_path / "result.json").read_text())
     assert saved.models[0].arch == "encdec-2d" and saved.models[0].eval == res.models[0].eval
-    # TTT's "before" reuses the evaluation's answers on its first tasks: the same as scoring them afresh
-    model = arc_grid.build_model("encdec-2d")
-    _, _, ev = arc_grid.ablation_splits(cfg)
-    fresh = arc_grid.evaluate(model, ev[:2], cfg.views)
-    assert arc_grid.measure_ttt(model, ev[:2], cfg, False, arc_grid.predict_tasks(model, ev[:2], cfg.views))["before"] == fresh
+    # TTT's "before" is the trained model's answers from the batched evaluation pass: the same as one task at a time,
+    # like its "after"
+    alone = [arc_grid.predict_tasks(seen["model"], [t], cfg.views)[0] for t in seen["tasks"]]
+    assert [t.id for t in seen["tasks"]] == [t.id for t in arc_grid.ablation_splits(cfg)[2]]
+    assert all(per_test[0] for per_test in alone)  # every task has attempts to compare
+    assert attempt_lists(seen["before"]) == attempt_lists(alone)
+    assert res.models[0].ttt["before"] == arc_grid.score_attempts(seen["tasks"], alone)

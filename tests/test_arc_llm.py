@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from tttlab.arc_data import Task, grid_key, load_tasks, smallest_tasks
-from tttlab.arc_llm import (IGNORE, ArcLLMConfig, ArcLLMSolver, EvaluationLeakError, TaskEncoder, cell_separator, default_adapter_dir,
-                            finetune, finetune_main, grid_to_text, leave_one_out_tasks, load_arc_model, one_token_per_cell,
-                            predict, solve_main, text_to_grid, ttt_dataset, vote)
+from tttlab.arc_llm import (IGNORE, ArcLLMConfig, ArcLLMSettingsError, ArcLLMSolver, EvaluationLeakError, TaskEncoder, cell_separator,
+                            default_adapter_dir, evaluation_ids, finetune, finetune_main, grid_to_text, leave_one_out_tasks,
+                            load_arc_model, one_token_per_cell, predict, solve_main, text_to_grid, ttt_dataset, vote)
+from tttlab.cli import main as tttlab_main
 from tttlab.models import default_model_dir, tiny_llama
 
 
@@ -68,6 +69,17 @@ def test_finetune_refuses_evaluation_tasks(tok, small):
     with pytest.raises(EvaluationLeakError, match="evaluation task"):
         finetune(tiny_llama(vocab_size=len(tok)), tok, small, "/tmp/never")
 
+def test_finetune_leaves_out_every_datasets_evaluation_tasks(tmp_path, tok, capsys):
+    a2 = load_tasks("training", "arcagi2")
+    leaked = [t for t in a2 if t.id in {e.id for e in load_tasks("evaluation", "arcagi")}]
+    assert len(leaked) == 376 and {t.id for t in leaked} <= evaluation_ids()  # ARC-AGI-1 evaluation tasks in ARC-AGI-2 training
+    tasks = smallest_tasks(a2, 2) + smallest_tasks(leaked, 2)
+    finetune(tiny_llama(vocab_size=len(tok)), tok, tasks, tmp_path, seconds=0.5, max_tokens=200, per_task=1, dataset="arcagi2",
+             progress=False)
+    assert "left out 2 of 4 arcagi2 task(s)" in capsys.readouterr().out
+    record = json.loads((tmp_path / "finetune.json").read_text())
+    assert (record["dataset"], record["tasks"], record["excluded_evaluation_tasks"]) == ("arcagi2", 2, 2)
+
 def test_adapter_reset_between_tasks_and_shared_adapter(tok, small):
     solver = ArcLLMSolver(tiny_llama(vocab_size=len(tok)), tok, ArcLLMConfig(cap=3, epochs=1, n_views=2, rank=4))
     init = {k: v.clone() for k, v in solver.model.state_dict().items() if "lora_" in k}
@@ -112,6 +124,27 @@ def test_finetune_main_then_solve(tmp_path):
     lines = []
     assert solve_main(["--smallest", "1", "--adapter", str(out), "--no-ttt", "--no-vote", "--json"], out=lines.append) == 0
     assert json.loads(lines[-1])["tasks"] == 1
+
+@pytest.mark.parametrize("argv, says", [
+    (["--views", "0"], "n_views: input should be greater than 0"),
+    (["--alpha", "-1"], "alpha: input should be greater than 0")])
+def test_impossible_solver_setting_is_one_error_line(argv, says, capsys):
+    with pytest.raises(ArcLLMSettingsError, match=says): solve_main(argv)
+    assert tttlab_main(["arc", "solve", "--method", "llm-ttt", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tttlab arc solve --method llm-ttt: error: impossible solver settings") and says in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+def test_impossible_finetune_setting_is_a_settings_error(tok, small):
+    with pytest.raises(ArcLLMSettingsError, match="time_limit_s: input should be greater than 0"):
+        finetune(tiny_llama(vocab_size=len(tok)), tok, small, "/tmp/never", seconds=0)
+
+@pytest.mark.parametrize("argv", [["arc", "solve", "--method", "llm-ttt", "--limit", "-1"],
+                                  ["arc", "solve", "--method", "llm-ttt", "--smallest", "0"],
+                                  ["arc", "finetune", "--per-task", "-2"]])
+def test_counts_below_one_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as e: tttlab_main(argv)
+    assert e.value.code == 2 and "must be a whole number of at least 1" in capsys.readouterr().err
 
 def test_missing_adapter_is_a_clear_error(tmp_path):
     from tttlab.models import TTTLabError

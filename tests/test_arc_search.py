@@ -22,7 +22,7 @@ from tttlab.arc_search import (FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SH
                                fit_cell_copies, fit_cell_summary, fit_colour_order, fit_extend, fit_line_modes, fit_placeholders, fit_scale_count, line_modes,
                                Found, copy_cells, partition, periods, rank_attempts, shape_rules, summarise_cells,
                                fit_cell_tree, overlay_rule, search, fit_search, cell_features, _CELL_FEATURES, fit_panel_lookup, panel_props,
-                               solve_main, task_context, train_guide_main)
+                               solve_main, task_context, train_guide_main, attempt_programs, batch_of, pair_tensors)
 
 torch.set_num_threads(1)
 
@@ -50,12 +50,23 @@ def test_grid_primitive_is_total(name, g, bg, new):
     if name in KEEPS_SHAPE and v is not None: assert v.shape == g.shape  # the search's last-step pruning relies on it
 
 
+_OBJS_MAKERS = [n for n, p in PRIMITIVES.items() if p.tin == "grid" and p.tout == "objs"]  # objects(), by colour, between lines, ...
+_OBJS_FILTERS = [n for n, p in PRIMITIVES.items() if p.tin == "objs" and p.tout == "objs"]
+
+
 @pytest.mark.parametrize("name", [n for n, p in PRIMITIVES.items() if p.tin == "objs"])
 @settings(max_examples=30, deadline=None)
-@given(g=grids, bg=st.integers(0, 9), multicolour=st.booleans(), diagonal=st.booleans())
-def test_objs_primitive_is_total(name, g, bg, multicolour, diagonal):
-    objs = objects(g, bg, multicolour, diagonal)
-    if objs: _check(PRIMITIVES[name].fn(objs, Context(bg, (bg + 1) % 10)), PRIMITIVES[name].tout)
+@given(g=grids, bg=st.integers(0, 9), maker=st.sampled_from(_OBJS_MAKERS), then=st.sampled_from([None] + _OBJS_FILTERS))
+def test_objs_primitive_is_total(name, g, bg, maker, then):
+    "Every objs primitive, fed what every primitive that makes objects gives (directly, or after one that filters them)."
+    ctx = Context(bg, (bg + 1) % 10)
+    objs = PRIMITIVES[maker].fn(g, ctx)
+    if objs is not None and then is not None: objs = PRIMITIVES[then].fn(objs, ctx)
+    if objs is not None: _check(PRIMITIVES[name].fn(objs, ctx), PRIMITIVES[name].tout)
+
+
+def test_every_objs_maker_is_fed_to_the_objs_primitives():
+    assert {"objs_by_colour", "cells_between_lines", "objs_colour", "objs_multi_diag"} <= set(_OBJS_MAKERS)
 
 
 _MAKERS = [lambda g, r: r, lambda g, r: np.tile(g, (2, 2))[:30, :30], lambda g, r: g[: max(1, g.shape[0] // 2)],
@@ -361,9 +372,14 @@ def test_guide_ranks_and_adapts_without_touching_the_shipped_weights():
     guide = load_guide()
     t = load_tasks("training")[0]
     before = [p.detach().clone() for p in guide.parameters()]
-    costs = guide_costs(adapt_guide(guide, t), t.train)
-    assert set(costs) == set(PRIMITIVES) and all(c > 0 for c in costs.values())
-    assert all(torch.equal(a, b) for a, b in zip(before, guide.parameters()))
+    tuned = adapt_guide(guide, t)
+    with torch.no_grad(): static, adapted = (g(*batch_of([pair_tensors(t.train)]))[0] for g in (guide, tuned))
+    costs = guide_costs(guide, t.train)
+    for typ in ("grid", "objs"):  # within a type, a primitive the guide scores higher costs strictly less
+        order = sorted((k for k, n in enumerate(guide.names) if PRIMITIVES[n].tin == typ), key=lambda k: -static[k])
+        assert all(costs[guide.names[a]] < costs[guide.names[b]] for a, b in zip(order, order[1:]))
+    assert not torch.allclose(static, adapted)  # the adapted copy scores differently
+    assert all(torch.equal(a, b) for a, b in zip(before, guide.parameters()))  # and the shipped guide did not move
 
 
 def test_solve_main_json_summary_and_zero_crashes():
@@ -380,6 +396,52 @@ def test_bad_arguments_raise_typed_errors(tmp_path):
     with pytest.raises(GuideError, match="train one with"): load_guide(tmp_path / "none.safetensors")
     (tmp_path / "ids.txt").write_text("not-a-task\n")
     with pytest.raises(ARCFormatError, match="not in arcagi"): solve_main(["--tasks", str(tmp_path / "ids.txt"), "--guide", "none"])
+
+
+@pytest.mark.parametrize("argv,match", [(["--threads", "0"], "--threads must be at least 1"),
+                                        (["--max-depth", "-1"], "max_depth must be 1 or more"),
+                                        (["--ttt-steps", "-3"], "ttt_steps must be 0 or more"),
+                                        (["--time-per-task", "0"], "time_per_task must be more than 0")])
+def test_solve_main_refuses_impossible_settings(argv, match):
+    with pytest.raises(GuideError, match=match): solve_main(["--guide", "none", "--limit", "1", "--quiet"] + argv)
+
+
+@pytest.mark.parametrize("argv,match", [(["--synthetic", "0", "--harvest-seconds", "0"], "--synthetic must be at least 2"),
+                                        (["--epochs", "0"], "--epochs must be at least 1"),
+                                        (["--harvest-seconds", "-1"], "--harvest-seconds must be at least 0"),
+                                        (["--threads", "0"], "--threads must be at least 1")])
+def test_train_guide_main_refuses_impossible_settings(tmp_path, argv, match):
+    out = tmp_path / "g.safetensors"
+    with pytest.raises(GuideError, match=match): train_guide_main(argv + ["--out", str(out), "--quiet"])
+    assert not out.exists()
+
+
+def test_the_cli_reports_an_impossible_setting_in_one_line(capsys):
+    from tttlab.cli import main
+    assert main(["arc", "solve", "--method", "search", "--guide", "none", "--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "tttlab arc solve --method search: error: --threads must be at least 1, not 0"
+
+
+def test_attempt_programs_names_the_near_miss_behind_a_guess():
+    g1, g2 = np.array([[1, 2]], np.int8), np.array([[3, 4]], np.int8)
+    bad = Task("contradiction", [(g1, g2), (g1, g1[:, ::-1])], [g1], [g2])  # no program maps both demonstrations
+    r = search(bad, time_budget=5, max_depth=2)
+    names = attempt_programs(r)
+    assert r.found == [] and len(names) == len(r.attempts[0]) == 1 and names[0].startswith("near miss: ")
+
+
+def test_guide_nodes_tool_compares_arms_on_tasks_answered_in_the_loop(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    tool = [sys.executable, str(root / "tools" / "arc_guide_nodes.py")]
+    (tmp_path / "ids.txt").write_text("ce8d95cc  # a first program after a few nodes\n00576224  # a mosaic, before the loop\n")
+    out = subprocess.run(tool + [str(tmp_path / "ids.txt"), "--arms", "none", "static", "--seconds", "2", "--out", str(tmp_path / "n.json")],
+                         capture_output=True, text=True, check=True).stdout
+    saved = json.loads((tmp_path / "n.json").read_text())
+    assert saved["compared"] == ["ce8d95cc"] and "left out: 00576224" in out
+    none, static = (saved["per_task"][a]["ce8d95cc"]["nodes_to_first"] for a in ("none", "static"))
+    assert saved["ratios"]["static"]["total"] == none / static and "none → static" in out
+    bad = subprocess.run(tool + ["ce8d95cc", "--arms", "ttt"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown arm 'ttt'" in bad.stderr
 
 
 def test_train_guide_main_writes_a_loadable_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"Integration tests of tttlab.lora: SIGKILL and resume, and LoRA on the real default model."
+"Integration tests of tttlab.lora: SIGKILL and resume, SIGKILL while a checkpoint is replaced, and LoRA on the real default model."
 import json
 import os
 import signal
@@ -61,6 +61,34 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     a, b = json.loads(out_resumed.strip().splitlines()[-1]), json.loads(out_full.strip().splitlines()[-1])
     assert a["steps"] == b["steps"] == 36
     assert a["final"] == b["final"] and a["loss"] == b["loss"] and a["eval"] == b["eval"]
+
+
+CRASH_SCRIPT = textwrap.dedent('''
+    import os, signal, sys, torch
+    from tttlab.lora import CheckpointStore
+    store = CheckpointStore(sys.argv[1])
+    store.save("t", 1, state={"w": torch.ones(3)})
+    rename = os.replace
+    def die_after_setting_aside(src, dst):
+        rename(src, dst)
+        if ".old-" in os.fspath(dst): os.kill(os.getpid(), signal.SIGKILL)  # between replace_dir's two renames
+    os.replace = die_after_setting_aside
+    store.save("t", 1, state={"w": torch.zeros(3)})  # a second save of the same step replaces the first
+''')
+
+
+def test_sigkill_between_renames_loses_nothing(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    proc = _run(script, tmp_path / "store")
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    task = tmp_path / "store" / "t"
+    assert not (task / "step-00000001").exists() and any(".old-" in d.name for d in task.iterdir())
+    store = CheckpointStore(tmp_path / "store")
+    assert torch.equal(store.load("t").state["w"], torch.ones(3))  # the read put the old checkpoint back
+    store.cleanup("t", keep_last=1)  # and the killed save's temporary folder goes
+    assert [d.name for d in task.iterdir()] == ["step-00000001"]
 
 
 # --- the real default model (SmolLM2-135M-Instruct) ---------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Real-browser tests: the playground served by JupyterLab, and the static docs site, in Debian's headless chromium.
 
 Chromium is driven through the `playwright` package with `executable_path` set to the system browser (never a
-downloaded one). `make browser` installs both. Without them these tests skip with a message saying so.
+downloaded one). `make browser` installs both. Without them these tests skip with a message saying so, except under
+CI (the environment variable CI is "true"), where they fail: CI must not pass without a real browser.
 Screenshots go to `$TTTLAB_SCREENSHOTS` (default: pytest's tmp folder).
 """
 import json
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -24,14 +26,21 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
         "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.slow
+IN_CI = os.environ.get("CI") == "true"
+
+
+def missing(reason: str) -> NoReturn:
+    "Skip a test that lacks a tool it needs; under CI fail it instead."
+    if IN_CI: pytest.fail(f"{reason} (CI=true: the browser tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"chromium is not installed at {CHROMIUM}: run `make browser` (apt-get install chromium) to run this test")
+        missing(f"chromium is not installed at {CHROMIUM}: run `make browser` (apt-get install chromium) to run this test")
     try: from playwright.sync_api import sync_playwright
-    except ImportError: pytest.skip("the playwright package is not installed: run `make browser` (pip install playwright)")
+    except ImportError: missing("the playwright package is not installed: run `make browser` (pip install playwright)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
@@ -102,7 +111,7 @@ NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "id": "pg",
 @pytest.fixture()
 def jupyterlab(tmp_path):
     "A JupyterLab server on localhost serving a notebook that shows the playground; yields its URL."
-    if shutil.which("jupyter") is None: pytest.skip("jupyterlab is not installed (pip install jupyterlab)")
+    if shutil.which("jupyter") is None: missing("jupyterlab is not installed (pip install jupyterlab)")
     root, settings = tmp_path / "lab", tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     root.mkdir(); settings.mkdir(parents=True)
     (root / "playground.ipynb").write_text(json.dumps(NOTEBOOK))

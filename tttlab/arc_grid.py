@@ -14,8 +14,8 @@ import json
 import math
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from .arc_data import (ARCFormatError, Augmentation, Grid, Task, as_grid, attempt_correct, grid_key,
-                             load_tasks, pass_at_2, random_augmentation, task_solved)
+from .arc_data import (ARCFormatError, Augmentation, Grid, Task, as_grid, attempt_correct, load_tasks, pass_at_2,
+                             random_augmentation, task_solved)
+from .arc_llm import vote
 from .lora import CheckpointStore, TrainConfig, TrainingOrchestrator, TrainResult
-from .models import LabModel, Precision, TTTLabError, atomic_write, pick_device
+from .models import LabModel, Precision, TTTLabError, atomic_write, checked_settings, pick_device
 
 # %% auto #0
 __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCHS', 'pad_grid', 'GridExample', 'task_pairs',
@@ -39,9 +40,10 @@ __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCH
            'colour_onehot', 'colour_pool', 'ColourMixer', 'ColourSlots', 'GridModelConfig', 'scaled_config', 'GridStop',
            'DecoderOnly', 'GridEncoderDecoder', 'build_model', 'n_params', 'markdown_table', 'equivariance_gap',
            'SmokeResult', 'smoke_test', 'smoke_main', 'visible_side', 'select_tasks', 'predict_tasks', 'cell_accuracy',
-           'score_attempts', 'evaluate', 'AblationConfig', 'gpu_ablation_config', 'ablation_splits', 'grid_loss',
-           'train_model', 'test_time_train', 'measure_ttt', 'ModelResult', 'AblationResult', 'run_ablation',
-           'ablation_table', 'plot_learning_curves', 'step_effects', 'plot_ablation', 'ablate_main']
+           'score_attempts', 'evaluate', 'AblationConfig', 'GridSettingsError', 'ablation_config',
+           'gpu_ablation_config', 'ablation_splits', 'grid_loss', 'train_model', 'test_time_train', 'measure_ttt',
+           'ModelResult', 'AblationResult', 'run_ablation', 'ablation_table', 'plot_learning_curves', 'step_effects',
+           'plot_ablation', 'ablate_main']
 
 # %% ../nbs/06d_arc_grid.ipynb #e9667ab3
 CANVAS = 30  # side of the canvas every grid is padded to: ARC's largest grid
@@ -584,33 +586,24 @@ def predict_tasks(model: nn.Module, # a trained grid model
                   views: int = 4, # symmetries voted over (1..8; the identity first)
                   batch_size: int = 32, # examples per forward pass
                  ) -> list[list[list[Grid]]]:
-    "Up to two attempts per test input of every task, voted over `views` symmetric views."
+    "Up to two attempts per test input of every task: each task decoded at its own side, `views` views voted (`vote`)."
     if not 1 <= views <= 8: raise TTTLabError(f"views must be 1..8 (the symmetries of the square); got {views}")
     model.eval()
-    jobs = []  # (task index, test index, view, example, side)
+    jobs = []  # (side, task index, test index, view, example)
     for ti, t in enumerate(tasks):
         side = min(CANVAS, visible_side(t) + 1)
         for k in range(views):
             aug = Augmentation(symmetry=k)
-            for i, e in enumerate(test_examples(t, aug, getattr(model.cfg, "max_pairs", 3))): jobs.append((ti, i, aug, e, side))
-    jobs.sort(key=lambda j: j[4])  # batch similar window sizes together
-    answers: dict[tuple[int, int], list[tuple[int, Grid]]] = {}
-    for s in range(0, len(jobs), batch_size):
-        chunk = jobs[s:s + batch_size]
-        preds = model.predict([j[3] for j in chunk], side=max(j[4] for j in chunk))
-        for (ti, i, aug, _, _), p in zip(chunk, preds):
-            if p is not None: answers.setdefault((ti, i), []).append((aug.symmetry, aug.invert(p)))
-    out = []
-    for ti, t in enumerate(tasks):
-        per_test = []
-        for i in range(len(t.test_inputs)):
-            votes = Counter(); first: dict[bytes, tuple[int, Grid]] = {}
-            for k, g in sorted(answers.get((ti, i), []), key=lambda a: a[0]):
-                key = grid_key(g); votes[key] += 1; first.setdefault(key, (k, g))
-            ranked = sorted(votes, key=lambda key: (-votes[key], first[key][0]))
-            per_test.append([first[key][1] for key in ranked[:2]])
-        out.append(per_test)
-    return out
+            for i, e in enumerate(test_examples(t, aug, getattr(model.cfg, "max_pairs", 3))): jobs.append((side, ti, i, aug, e))
+    jobs.sort(key=lambda j: j[0])  # stable: within a side, tasks keep their order and views theirs
+    answers: dict[tuple[int, int], list[Grid | None]] = {}
+    for side, same in groupby(jobs, key=lambda j: j[0]):  # a batch never mixes sides: a task's window is its own
+        same = list(same)
+        for s in range(0, len(same), batch_size):
+            chunk = same[s:s + batch_size]
+            for (_, ti, i, aug, _), p in zip(chunk, model.predict([j[4] for j in chunk], side=side)):
+                answers.setdefault((ti, i), []).append(None if p is None else aug.invert(p))
+    return [[vote(answers[ti, i]) for i in range(len(t.test_inputs))] for ti, t in enumerate(tasks)]
 
 def cell_accuracy(pred: Grid | None, truth: Grid) -> float:
     "Share of the true grid's cells that `pred` matches (over the overlap when the shapes differ)."
@@ -655,7 +648,17 @@ class AblationConfig(LabModel):
     scaled: bool = Field(False, description="train `scaled_config` models instead of the small default")
     precision: Precision = Field("fp32", description="'auto' for bf16/fp16 autocast on a GPU")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; 1 avoids oversubscription on a shared CPU; None = torch's default")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+class GridSettingsError(TTTLabError):
+    "An impossible ablation setting, e.g. `--budget-minutes 0`, or a `--max-side` that leaves too few tasks."
+
+def ablation_config(base: AblationConfig | None = None, # the config to start from; None = the CPU default
+                    **changes, # fields to change, e.g. budget_minutes=1; None values are ignored
+                   ) -> AblationConfig:
+    "`base` with `changes`, validated: an impossible value raises `GridSettingsError` naming each field."
+    fields = {**(base or AblationConfig()).model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+    with checked_settings("impossible ablation settings", GridSettingsError): return AblationConfig.model_validate(fields)
 
 def gpu_ablation_config() -> AblationConfig:
     "The full-size run a GPU user would do: all ARC-AGI-1 grids, ~10-15M-parameter models, two hours each."
@@ -666,9 +669,13 @@ def gpu_ablation_config() -> AblationConfig:
 def ablation_splits(cfg: AblationConfig) -> tuple[list[Task], list[Task], list[Task]]:
     "Training tasks, held-out validation tasks (both ARC-AGI-1 training) and ARC-AGI-1 evaluation tasks."
     tasks = select_tasks(load_tasks("training", "arcagi"), cfg.max_side)
+    if len(tasks) <= cfg.val_tasks:
+        raise GridSettingsError(f"max_side={cfg.max_side} leaves {len(tasks)} ARC-AGI-1 training tasks, too few to hold out "
+                                f"val_tasks={cfg.val_tasks} for validation and train on the rest; lower val_tasks or raise max_side")
     order = np.random.default_rng(cfg.seed).permutation(len(tasks))
     val, train = [tasks[i] for i in order[:cfg.val_tasks]], [tasks[i] for i in order[cfg.val_tasks:]]
     ev = select_tasks(load_tasks("evaluation", "arcagi"), cfg.max_side)
+    if not ev: raise GridSettingsError(f"no ARC-AGI-1 evaluation task fits max_side={cfg.max_side}; raise max_side")
     return train, val, ev[:cfg.eval_tasks] if cfg.eval_tasks else ev
 
 def _to(batch: dict, device) -> dict: return {k: v.to(device) for k, v in batch.items()}
@@ -775,7 +782,7 @@ def run_ablation(cfg: AblationConfig | None = None, # the experiment; None = the
             rows = []
             for arch in tqdm(cfg.models, desc="models", disable=not progress):
                 model, res = train_model(arch, train, val, cfg, CheckpointStore(root / "checkpoints"), progress)
-                ev_attempts = predict_tasks(model, ev, cfg.views)  # TTT's "before" is the same answers on its first tasks
+                ev_attempts = predict_tasks(model, ev, cfg.views)  # no answer depends on its batch: TTT's "before" reuses them
                 n = cfg.ttt_tasks
                 rows.append(ModelResult(
                     arch=arch, params=n_params(model), steps=res.steps, train_seconds=res.seconds, stop_reason=res.stop_reason,
@@ -860,11 +867,9 @@ def ablate_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for checkpoints and result.json")
     ap.add_argument("--json", action="store_true", help="print the full result as one JSON line at the end")
     args = ap.parse_args(argv)
-    cfg = gpu_ablation_config() if args.gpu else AblationConfig()
-    over = {"models": args.models, "budget_minutes": args.budget_minutes, "max_side": args.max_side,
-            "eval_tasks": args.eval_tasks, "ttt_tasks": args.ttt_tasks, "val_tasks": args.val_tasks, "seed": args.seed}
-    cfg = cfg.model_copy(update={k: v for k, v in over.items() if v is not None})
-    cfg = AblationConfig(**cfg.model_dump())  # validate the overrides
+    cfg = ablation_config(gpu_ablation_config() if args.gpu else None, models=args.models, budget_minutes=args.budget_minutes,
+                          max_side=args.max_side, eval_tasks=args.eval_tasks, ttt_tasks=args.ttt_tasks,
+                          val_tasks=args.val_tasks, seed=args.seed)
     result = run_ablation(cfg, args.out, progress=not args.json)
     print(markdown_table(ablation_table(result)))
     if args.json: print(result.model_dump_json())

@@ -19,15 +19,16 @@ import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
-from .models import TTTLabError, LabModel, LearningConfig, Precision, autocast, cache_dir, load_lm
+from .models import TTTLabError, LabModel, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
-                             tasks_from_args, run_solver, load_tasks, task_solved, MAX_SIDE)
+                             positive_int, tasks_from_args, run_solver, load_tasks, task_solved, DATASETS, MAX_SIDE)
 
 # %% auto #0
 __all__ = ['CELL_SEPARATORS', 'IGNORE', 'grid_to_text', 'one_token_per_cell', 'cell_separator', 'text_to_grid', 'TaskEncoder',
            'TTTDataset', 'leave_one_out_tasks', 'ttt_dataset', 'inference_augmentations', 'vote', 'generate_grids',
            'predict', 'ArcLLMConfig', 'ArcLLMSolver', 'default_adapter_dir', 'finetune_examples', 'EvaluationLeakError',
-           'finetune', 'load_arc_model', 'finetune_main', 'solve_parser', 'solve_main']
+           'ArcLLMSettingsError', 'evaluation_ids', 'finetune', 'load_arc_model', 'finetune_main', 'solve_parser',
+           'solve_main']
 
 # %% ../nbs/06c_arc_llm.ipynb #037bbec7
 CELL_SEPARATORS = ("", " ", ",")
@@ -340,16 +341,18 @@ def finetune_examples(tasks: Sequence[Task], # tasks with known test outputs (th
 
 # %% ../nbs/06c_arc_llm.ipynb #07bea66b
 class EvaluationLeakError(TTTLabError):
-    "A fine-tuning set contains evaluation tasks."
+    "A fine-tuning set holds nothing but evaluation tasks."
 
-def _atomic_json(path: Path, obj) -> None:
-    "Write JSON atomically."
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1)); tmp.replace(path)
+class ArcLLMSettingsError(TTTLabError):
+    "An impossible setting of the LLM solver or of fine-tuning, e.g. `--views 0` or `--seconds 0`."
+
+def evaluation_ids() -> frozenset[str]:
+    "The ids of the evaluation tasks of every dataset in `DATASETS`: fine-tuning never sees them."
+    return frozenset(t.id for d in DATASETS for t in load_tasks("evaluation", d))
 
 def finetune(model, # the base causal LM; the adapter is added in place
              tok, # its tokenizer
-             tasks: Sequence[Task], # training-split tasks, never evaluation ones
+             tasks: Sequence[Task], # training-split tasks; any in an evaluation split of any dataset is left out
              out_dir: str | Path, # where the peft adapter is written (atomically)
              seconds: float = 1200.0, # time budget of the training run
              r: int = 8, # adapter rank
@@ -357,29 +360,34 @@ def finetune(model, # the base causal LM; the adapter is added in place
              learning_rate: float = 1e-3, # AdamW step size
              max_tokens: int = 512, # longest sequence
              per_task: int = 4, # augmented copies per test pair
-             dataset: str = "arcagi", # the dataset the evaluation split is checked against
+             dataset: str = "arcagi", # the dataset `tasks` come from, recorded in finetune.json
              precision: Precision = "auto", # autocast precision
              seed: int = 0, # random source
              progress: bool = True, # show a progress bar
             ):
-    "Fine-tune a LoRA adapter on augmented training tasks within a time budget and save it; returns the `TrainResult`."
+    "Fine-tune a LoRA adapter on augmented training tasks (never evaluation ones) within a time budget; save it and return the `TrainResult`."
     from tttlab.lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainingOrchestrator, lm_loss
-    leaked = sorted({t.id for t in tasks} & {t.id for t in load_tasks("evaluation", dataset)})
-    if leaked: raise EvaluationLeakError(f"{len(leaked)} evaluation task(s), e.g. {leaked[:3]}, are in the fine-tuning set; "
-                                         "fine-tune on the training split only")
-    enc = TaskEncoder(tok)
-    data = finetune_examples(tasks, enc, per_task, max_tokens, seed=seed)
+    with checked_settings("impossible fine-tuning settings", ArcLLMSettingsError):
+        lc = LearningConfig(strategy="lora", learning_rate=learning_rate, precision=precision, seed=seed)
+        lora = LoRAConfig(r=r, alpha=alpha)
+        tc = TrainConfig(epochs=100, learning_rate=learning_rate, warmup_steps=10, time_limit_s=seconds, precision=precision,
+                         seed=seed, task="arc-finetune", progress=progress)
+    held_out = evaluation_ids()
+    kept = [t for t in tasks if t.id not in held_out]
+    if not kept: raise EvaluationLeakError(f"all {len(tasks)} task(s) are evaluation tasks of {', '.join(DATASETS)}; "
+                                           "fine-tune on a training split")
+    if excluded := len(tasks) - len(kept):
+        print(f"finetune: left out {excluded} of {len(tasks)} {dataset} task(s) that are evaluation tasks of {', '.join(DATASETS)}")
+    data = finetune_examples(kept, TaskEncoder(tok), per_task, max_tokens, seed=seed)
     if not data: raise TTTLabError(f"no task fits in max_tokens={max_tokens}; raise it")
-    lc = LearningConfig(strategy="lora", learning_rate=learning_rate, precision=precision, seed=seed)
-    strategy = LoRAStrategy(model, lc, LoRAConfig(r=r, alpha=alpha))
-    tc = TrainConfig(epochs=100, learning_rate=learning_rate, warmup_steps=10, time_limit_s=seconds, precision=precision,
-                     seed=seed, task="arc-finetune", progress=progress)
+    strategy = LoRAStrategy(model, lc, lora)
     res = TrainingOrchestrator(strategy.model, lm_loss, data, tc).fit()
     out_dir = Path(out_dir)
     strategy.save_adapter(out_dir)
-    _atomic_json(out_dir / "finetune.json", {"sequences": len(data), "tasks": len(tasks), "steps": res.steps, "seconds": res.seconds,
-                                             "first_loss": res.history["loss"][:20], "last_loss": res.history["loss"][-20:],
-                                             "r": r, "alpha": alpha, "learning_rate": learning_rate, "max_tokens": max_tokens})
+    record = {"dataset": dataset, "tasks": len(kept), "excluded_evaluation_tasks": excluded, "sequences": len(data),
+              "steps": res.steps, "seconds": res.seconds, "first_loss": res.history["loss"][:20], "last_loss": res.history["loss"][-20:],
+              "r": r, "alpha": alpha, "learning_rate": learning_rate, "max_tokens": max_tokens}
+    atomic_write(out_dir / "finetune.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     strategy.model.eval()
     return res
 
@@ -404,13 +412,14 @@ def load_arc_model(model: str | None = None, # HF id or folder; None: the lab's 
 def finetune_main(argv: list[str] | None = None) -> int:
     "`tttlab arc finetune`: fine-tune the starting LoRA adapter on augmented training tasks."
     p = argparse.ArgumentParser(prog="tttlab arc finetune", description=finetune_main.__doc__)
-    p.add_argument("--dataset", choices=("arcagi", "arcagi2"), default="arcagi", help="training split of this dataset")
+    p.add_argument("--dataset", choices=tuple(DATASETS), default="arcagi",
+                   help="training split of this dataset; tasks in any dataset's evaluation split are left out")
     p.add_argument("--model", default=None, help="HF id or folder (default: the lab's default model)")
     p.add_argument("--out", type=Path, default=cache_dir() / "arc_lora", help="adapter folder to write (use it with --adapter)")
     p.add_argument("--seconds", type=float, default=1200.0, help="training time budget")
     p.add_argument("--rank", type=int, default=8); p.add_argument("--alpha", type=float, default=16.0)
     p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--per-task", type=int, default=4, help="augmented copies of each training task")
+    p.add_argument("--per-task", type=positive_int, default=4, help="augmented copies of each training task")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -451,10 +460,11 @@ def _single_view_solved(views: list[list[Grid | None]], # per test input, every 
 def solve_main(argv: list[str] | None = None, out=print) -> int:
     "`tttlab arc solve --method llm-ttt`: solve ARC tasks and print per-task lines and a summary."
     args = solve_parser().parse_args(argv)
-    cfg = ArcLLMConfig(ttt=not args.no_ttt, vote=not args.no_vote, n_views=args.views, rank=args.rank, alpha=args.alpha,
-                       learning_rate=args.lr, epochs=args.epochs, cap=args.cap, max_tokens=args.max_tokens,
-                       shared_adapter=args.shared_adapter, gradient_checkpointing=args.gradient_checkpointing,
-                       precision=args.precision, seed=args.seed)
+    with checked_settings("impossible solver settings", ArcLLMSettingsError):
+        cfg = ArcLLMConfig(ttt=not args.no_ttt, vote=not args.no_vote, n_views=args.views, rank=args.rank, alpha=args.alpha,
+                           learning_rate=args.lr, epochs=args.epochs, cap=args.cap, max_tokens=args.max_tokens,
+                           shared_adapter=args.shared_adapter, gradient_checkpointing=args.gradient_checkpointing,
+                           precision=args.precision, seed=args.seed)
     tasks = tasks_from_args(args)
     model, tok = load_arc_model(args.model, None if args.adapter == "none" else args.adapter, args.device, args.bits)
     solver = ArcLLMSolver(model, tok, cfg)

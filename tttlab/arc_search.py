@@ -50,16 +50,16 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'fall_down', 'fall_up', 'fall_right', 'fall_left', 'fill_enclosed', 'outline_only', 'drop_isolated', 'halo',
            'rays_h', 'rays_v', 'connect_h', 'connect_v', 'connect_hv', 'rays_diag', 'ray_sources', 'draw_rays',
            'shoot_cross', 'connect_diag', 'halves', 'task_context', 'values_key', 'colour_fit', 'map_guesses',
-           'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts', 'Fit', 'fit_task',
-           'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features', 'fit_local_rule',
-           'grow_tree', 'tree_predict', 'fit_cell_tree', 'fit_panel_rule', 'colour_by_key', 'fit_colour_by_key',
-           'complete_panels', 'fit_panel_template', 'recolour_by_aligned', 'fit_aligned_keys', 'fill_by_symmetry',
-           'fit_fill_holes', 'best_centre', 'symmetrise', 'minor_centre', 'fit_symmetrise', 'extend_period',
-           'fit_periodic', 'continue_pattern', 'rows_like_template', 'fit_continue', 'pieces', 'fit_pieces',
-           'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'fit_rays', 'elbow', 'fit_elbows',
-           'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays', 'shoot_from_odd_cells', 'fit_odd_cell_rays',
-           'shoot_diagonal_tails', 'fit_diagonal_tails', 'fill_between_corners', 'fit_corner_fill', 'trails',
-           'fit_trails', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'seed_cells',
+           'match_score', 'Found', 'SearchResult', 'run_program', 'search', 'rank_attempts', 'attempt_programs', 'Fit',
+           'fit_task', 'fit_constant', 'fit_mosaic', 'fit_resize', 'grid_counts', 'fit_count', 'cell_features',
+           'fit_local_rule', 'grow_tree', 'tree_predict', 'fit_cell_tree', 'fit_panel_rule', 'colour_by_key',
+           'fit_colour_by_key', 'complete_panels', 'fit_panel_template', 'recolour_by_aligned', 'fit_aligned_keys',
+           'fill_by_symmetry', 'fit_fill_holes', 'best_centre', 'symmetrise', 'minor_centre', 'fit_symmetrise',
+           'extend_period', 'fit_periodic', 'continue_pattern', 'rows_like_template', 'fit_continue', 'pieces',
+           'fit_pieces', 'fit_object_recolour', 'colour_perm', 'normalised', 'fit_blocks', 'fit_rays', 'elbow',
+           'fit_elbows', 'bounce', 'fit_bounces', 'corner_sources', 'fit_corner_rays', 'shoot_from_odd_cells',
+           'fit_odd_cell_rays', 'shoot_diagonal_tails', 'fit_diagonal_tails', 'fill_between_corners', 'fit_corner_fill',
+           'trails', 'fit_trails', 'attract_to_walls', 'fit_attract', 'stamp_objects', 'fit_stamps', 'seed_cells',
            'learn_seed_stamps', 'stamp_periods', 'continue_stamp', 'paint_seed_stamps', 'fit_seed_stamps',
            'fill_empty_windows', 'fit_empty_windows', 'assemble_corners', 'fit_assemble_corners', 'lattice_cells',
            'paint_lattice', 'fit_search', 'fit_lattice', 'select_objects', 'move_objects', 'fit_moves',
@@ -918,7 +918,11 @@ class SearchResult:
     nodes_expanded: int
     nodes_to_first: int | None # nodes expanded when the first program was found
     seconds: float
-    max_depth_reached: int
+
+    @property
+    def first_in_loop(self) -> bool:
+        "Whether the first program came from the search loop, where the order matters (a fitter before or after the loop does not depend on it)."
+        return self.nodes_to_first is not None and 0 < self.nodes_to_first < self.nodes_expanded
 
 def run_program(program: Sequence[str], grid: Grid, ctx: Context, colour_map=None) -> Grid | None:
     "Apply a program to one grid (None when a step is not applicable)."
@@ -960,7 +964,7 @@ def search(task: Task, # the task; its test outputs are never read
     floor = {t: min((costs[p.name] for p in ps), default=0.0) for t, ps in by_type.items()}
     states = []  # (values, type, program, g-cost, score, children, their costs: None until the guide has read the state)
     seen = {values_key(root)}
-    found, first, settled, nodes, deepest, tick = [], None, None, 0, 0, 0
+    found, first, settled, nodes, tick = [], None, None, 0, 0
     layers = []  # grid states with the outputs' shapes: building blocks for `overlay_rule`
     heap: list = []
     near: list = []  # a min-heap of the best near misses: (demonstrations matched, match score, -length, -cost, node, Found)
@@ -1040,7 +1044,6 @@ def search(task: Task, # the task; its test outputs are never read
             key = values_key(out)
             if key not in seen:
                 seen.add(key)
-                deepest = max(deepest, len(prog) + 1)
                 visit(out, p.tout, prog + (p.name,), g + kc[p.name], kc)
     if not found and layers:
         rule = overlay_rule([root] + [v for v, _, _ in layers], targets, ctx.bg)
@@ -1066,7 +1069,7 @@ def search(task: Task, # the task; its test outputs are never read
     if not found:  # a free guess for the empty slots, after the best near miss
         near[1:1] = [Found((f.name,), None, f.predictions, f.extra, nodes) for f in fit_cell_tree(root[:n_demo], targets, root[n_demo:], ctx)]
     return SearchResult(found, near, rank_attempts(found, len(task.test_inputs), near=near), nodes, first,
-                        time.perf_counter() - t0, deepest)
+                        time.perf_counter() - t0)
 
 def rank_attempts(found: Sequence[Found], # programs consistent with every demonstration
                   n_test: int, # test inputs
@@ -1090,6 +1093,15 @@ def rank_attempts(found: Sequence[Found], # programs consistent with every demon
     for f in near:
         if key(f) not in taken: taken.add(key(f)); ranked.append(f)
     return [[f.predictions[i] for f in ranked[:k]] for i in range(n_test)]
+
+def attempt_programs(r: SearchResult, # a search's result
+                     i: int = 0, # which test input
+                    ) -> list[str]:
+    "The program behind each attempt for test input `i`: the first found that predicts it, else the near miss (marked so)."
+    behind: dict = {}
+    for f in r.found: behind.setdefault(grid_key(f.predictions[i]), str(f))
+    for f in r.near: behind.setdefault(grid_key(f.predictions[i]), f"near miss: {f}")
+    return [behind[grid_key(a)] for a in r.attempts[i]]
 
 
 
@@ -3265,7 +3277,7 @@ def save_guide(guide: Guide, path: Path) -> Path:
     return atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"names": json.dumps(guide.names)}))
 
 class GuideError(TTTLabError):
-    "A guide checkpoint is missing or does not fit the network, or a guide setting is impossible."
+    "A guide checkpoint is missing or does not fit the network, or a search or guide setting is impossible."
 
 GUIDE_PATH = Path(tttlab.__file__).parent / "data" / "arc_guide.safetensors"  # the shipped checkpoint
 
@@ -3298,6 +3310,9 @@ def make_solver(guide_mode: str = "static", # "none", "static" or "ttt" (static:
     "A `solve(task) -> Solution` for `run_solver`; its `.log` maps task ids to their `SearchResult`."
     if guide_mode not in GUIDE_MODES: raise GuideError(f"unknown guide mode {guide_mode!r}; use one of {GUIDE_MODES}")
     if restate_depth < 0: raise GuideError(f"restate_depth must be 0 (off) or more, not {restate_depth}")
+    if max_depth < 1: raise GuideError(f"max_depth must be 1 or more, not {max_depth}")
+    if ttt_steps < 0: raise GuideError(f"ttt_steps must be 0 or more, not {ttt_steps}")
+    if not time_per_task > 0: raise GuideError(f"time_per_task must be more than 0 seconds, not {time_per_task}")
     if guide_mode != "none" and guide is None: guide = load_guide()
     log: dict[str, SearchResult] = {}
     def solve(task: Task) -> Solution:
@@ -3314,6 +3329,13 @@ def make_solver(guide_mode: str = "static", # "none", "static" or "ttt" (static:
     solve.log = log
     return solve
 
+def _at_least(args: argparse.Namespace, # parsed command-line options
+              **floors: float, # the least value each option may take, by its attribute name
+             ) -> None:
+    "Raise `GuideError` for the first option below its floor, named as it is typed."
+    for name, low in floors.items():
+        if (v := getattr(args, name)) < low: raise GuideError(f"--{name.replace('_', '-')} must be at least {low}, not {v}")
+
 def solve_main(argv: list[str] | None = None) -> int:
     "`tttlab arc solve --method search`: run the program search over ARC tasks and print pass@2."
     p = argparse.ArgumentParser(prog="tttlab arc solve --method search",
@@ -3328,10 +3350,11 @@ def solve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--save", type=Path, default=None, help="write per-task programs and node counts here (JSON)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this small network on a shared CPU)")
     args = p.parse_args(argv)
+    _at_least(args, threads=1)
     torch.set_num_threads(args.threads)
-    tasks = tasks_from_args(args)
     guide = load_guide(args.guide_path) if args.guide != "none" else None
     solve = make_solver(args.guide, guide, args.time_per_task, args.max_depth, args.ttt_steps, args.seed, args.restate_depth)
+    tasks = tasks_from_args(args)
     summary = run_solver(solve, tasks, name=f"search-{args.guide}", progress=not args.quiet,
                          json_line=False, extras=["nodes_expanded"])
     if args.save is not None:
@@ -3364,16 +3387,17 @@ def harvest_programs(tasks: Sequence[Task], seconds: float, progress: bool = Tru
 def train_guide_main(argv: list[str] | None = None) -> int:
     "`tttlab arc train-guide`: train the guide on self-generated tasks and harvested training programs."
     p = argparse.ArgumentParser(prog="tttlab arc train-guide", description="Train the program-search guide on ARC-AGI-1 training tasks only.")
-    p.add_argument("--synthetic", type=int, default=12000, help="self-generated tasks")
+    p.add_argument("--synthetic", type=int, default=12000, help="self-generated tasks (at least 2: one in 20 is held out to validate)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--harvest-seconds", type=float, default=2.0, help="unguided search time per training task (0: no harvest)")
-    p.add_argument("--programs", type=Path, default=None, help="cache of harvested programs (read if it exists, else written)")
+    p.add_argument("--programs", type=Path, default=None, help="cache of harvested programs (read as it is if the file exists, else harvested and written)")
     p.add_argument("--harvest-weight", type=int, default=10, help="copies of each harvested example")
     p.add_argument("--out", type=Path, default=GUIDE_PATH, help="where to save the checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
+    _at_least(args, synthetic=2, epochs=1, harvest_seconds=0, harvest_weight=0, threads=1)
     torch.set_num_threads(args.threads); torch.manual_seed(args.seed)
     train = load_tasks("training", "arcagi")
     if args.programs is not None and args.programs.is_file(): programs = json.loads(args.programs.read_text())

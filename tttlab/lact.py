@@ -29,13 +29,13 @@ __all__ = ['MLP_MATRICES', 'newton_schulz', 'context_windows', 'LaCTConfig', 'La
 def newton_schulz(G: torch.Tensor,  # a gradient matrix
                   steps: int = 5,  # quintic (fast) iterations
                   polish: int = 3,  # cubic iterations that bring the singular values to 1
-                  dtype: torch.dtype = torch.float32,  # compute dtype (bf16 is Muon's usual choice on GPUs)
+                  dtype: torch.dtype = torch.float32,  # compute dtype (bf16 is Muon's usual choice on GPUs; fp16 works too)
                  ) -> torch.Tensor:
     "The orthogonal factor `U Vᵀ` of `G = U S Vᵀ`, by Newton–Schulz iteration."
-    X = G.to(dtype)
+    G = G.float()
+    X = (G / (G.norm() + 1e-7)).to(dtype)  # normalised in fp32: fp16 can hold neither a large norm nor 1e-7
     tall = X.shape[0] > X.shape[1]
     if tall: X = X.T
-    X = X / (X.norm() + 1e-7)
     for _ in range(steps):
         A = X @ X.T
         X = 3.4445 * X + (-4.7750 * A + 2.0315 * A @ A) @ X
@@ -180,9 +180,10 @@ class LaCTUpdater:
         return ok
 
     def orthogonalise(self, g: torch.Tensor) -> torch.Tensor:
-        "Newton-Schulz orthogonalisation of `g`, in the autocast precision on a CPU with bf16 (a big share of an update)."
-        dt = torch.bfloat16 if self.cache.device.type == "cpu" and compute_dtype(self.cache.device, self.config.precision) == torch.bfloat16 else torch.float32
-        return newton_schulz(g, self.lact.ns_steps, self.lact.ns_polish, dt)
+        "Newton-Schulz orthogonalisation of `g` (a big share of an update): in the autocast precision when half (on a CPU bf16 only), else fp32."
+        dt = compute_dtype(self.cache.device, self.config.precision)
+        half = (torch.bfloat16, torch.float16) if self.cache.device.type == "cuda" else (torch.bfloat16,)
+        return newton_schulz(g, self.lact.ns_steps, self.lact.ns_polish, dt if dt in half else torch.float32)
 
     def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
         "Apply the chunk, then update on it and its study views; return its loss before the update."
@@ -201,9 +202,10 @@ class LaCTUpdater:
 
     @torch.no_grad()
     def reset(self) -> None:
-        "Restore the pretrained fast weights bit for bit and forget cached chunks."
+        "Restore the pretrained fast weights bit for bit, a fresh loss scale and skip count, and forget cached chunks."
         for p, p0 in zip(self.params, self.initial): p.copy_(p0); p.grad = None
         self.cache.clear()
+        self.scaler, self.skipped_updates = LossScale(self.scaler.enabled), 0
         self._bad, self.passes, self.unit_masks = False, {}, None
 
     @contextlib.contextmanager

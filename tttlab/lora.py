@@ -166,10 +166,13 @@ def optimizer_step(optimizer: torch.optim.Optimizer,  # holds the accumulated gr
                    scaler: torch.amp.GradScaler | None = None,  # the run's scaler, if any
                    max_grad_norm: float | None = None,  # clip to this global norm; None does not clip
                   ) -> bool:
-    "Clip and apply the accumulated gradients; skip the step when their norm is not finite. Return whether applied."
+    "Clip and apply the accumulated gradients; skip the step when there are none or their norm is not finite. Return whether applied."
+    if not any(p.grad is not None for p in params):  # every micro-batch was skipped: the scaler has nothing to check
+        optimizer.zero_grad(set_to_none=True)
+        return False
     if scaler is not None: scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
-    applied = bool(torch.isfinite(norm)) and any(p.grad is not None for p in params)
+    applied = bool(torch.isfinite(norm))
     if applied: (scaler.step(optimizer) if scaler is not None else optimizer.step())
     if scaler is not None: scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -187,25 +190,55 @@ def lm_loss(model: torch.nn.Module,  # a causal LM
     return model(**kw, use_cache=False).loss
 
 # %% ../nbs/04_lora.ipynb #957d7d69
+_OLD = ".old-"  # marks a folder `replace_dir` set aside: `.<name>.old-<time_ns>-<pid>` beside `<name>`
+
+def _set_aside_from(path: Path) -> Path | None:
+    "The folder that `path` is a set-aside copy of, or None when it is not one."
+    name, sep, _ = path.name.rpartition(_OLD)
+    return path.with_name(name[1:]) if sep and name.startswith(".") and len(name) > 1 else None
+
+def _set_aside_copies(dest: Path) -> list[Path]:
+    "The copies of `dest` that `replace_dir` set aside and did not delete, newest first."
+    if not dest.parent.is_dir(): return []
+    return sorted((p for p in dest.parent.iterdir() if _set_aside_from(p) == dest), reverse=True)
+
+def _restore_dir(dest: Path) -> None:
+    "Undo a crash between `replace_dir`'s two renames: when `dest` is missing, move its newest set-aside copy back."
+    if dest.exists(): return
+    for old in _set_aside_copies(dest):
+        try: os.replace(old, dest); return
+        except OSError: continue  # another process restored or replaced it meanwhile
+
 def replace_dir(src: Path,  # a complete folder, on the same file system as `dest`
                 dest: Path,  # where it should end up; an existing folder there is replaced
                ) -> Path:
-    "Move folder `src` to `dest` atomically, replacing what is there; return `dest`."
+    "Move folder `src` to `dest`, replacing any folder there; return `dest`. Only a new `dest` appears atomically."
+    # Replacing takes two renames (the old folder aside, the new one in) and is not atomic. A crash between them
+    # leaves `dest` missing and the old folder set aside beside it; the next write here, or a read through
+    # `CheckpointStore` or `LoRAStrategy.load_adapter`, moves it back, and `CheckpointStore.cleanup` deletes leftovers.
     src, dest = Path(src), Path(dest)
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
+    _restore_dir(dest)
+    set_aside = []
+    while True:
+        if dest.exists():
+            set_aside.append(dest.with_name(f".{dest.name}{_OLD}{time.time_ns()}-{os.getpid()}"))
+            os.replace(dest, set_aside[-1])
+        try:
+            os.replace(src, dest)
+            break
+        except OSError:
+            if dest.exists(): continue  # another process restored `dest` between the two renames: set it aside again
+            _restore_dir(dest)
+            raise
+    for old in set_aside: shutil.rmtree(old, ignore_errors=True)
     return dest
 
 # %% ../nbs/04_lora.ipynb #4f55d659
 def save_peft_adapter(model,  # a `peft.PeftModel`
-                      path: str | Path,  # folder to write; replaced atomically if it exists
+                      path: str | Path,  # folder to write; an existing one is replaced (see `replace_dir`)
                       name: str | None = None,  # adapter to save; defaults to the active one
                      ) -> Path:
-    "Save one adapter of `model` in peft's format at `path`, atomically."
+    "Save one adapter of `model` in peft's format at `path`; a half-written adapter is never visible there."
     name, path = name or model.active_adapter, Path(path)
     if name not in model.peft_config: raise LoRAError(f"no adapter named {name!r}; have {list(model.peft_config)}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,7 +411,7 @@ class LoRAStrategy:
         finally:
             if not was: self.unmerge()
 
-    def save_adapter(self, path: str | Path,  # folder to write; replaced atomically if it exists
+    def save_adapter(self, path: str | Path,  # folder to write; an existing one is replaced (see `replace_dir`)
                      name: str | None = None,  # adapter to save; defaults to the active one
                     ) -> Path:
         "Save an adapter in peft's format, so `peft.PeftModel.from_pretrained(base, path)` loads it."
@@ -388,6 +421,7 @@ class LoRAStrategy:
                      name: str,  # name to give the adapter; must be new
                     ) -> None:
         "Load a saved adapter under a new name and make it the active one; `reset()` returns to what was loaded."
+        _restore_dir(Path(path))
         if not (Path(path) / "adapter_config.json").is_file():
             raise LoRAError(f"{path} holds no peft adapter (adapter_config.json is missing)")
         if name in self.model.peft_config: raise LoRAError(f"an adapter named {name!r} exists; pick another name")
@@ -400,21 +434,25 @@ class LoRAStrategy:
 
 # %% ../nbs/04_lora.ipynb #6d15c756
 class LoRALinear(nn.Module):
-    "A frozen linear layer plus a trainable low-rank update `B A`, which starts at zero."
-    def __init__(self, base: nn.Linear, rank: int = 16, alpha: float = 16.0):
+    "A frozen linear layer plus a trainable low-rank update `B A`, which starts at zero; A and B are fp32 whatever the base's dtype."
+    def __init__(self, base: nn.Linear,  # the frozen layer, in any dtype
+                 rank: int = 16,  # rank of the update
+                 alpha: float = 16.0,  # scale numerator: the update is (alpha / rank) B A
+                ):
         super().__init__()
         self.base, self.scale, self.enabled = base, alpha / rank, True
         self.A = nn.Parameter(torch.randn(rank, base.in_features, device=base.weight.device) / base.in_features ** 0.5)
         self.B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "The base layer's output plus the update, computed in fp32 (or autocast's dtype) and cast to the output's dtype."
         y = self.base(x)
-        return y + (x @ self.A.T @ self.B.T) * self.scale if self.enabled else y
+        return y + ((x.to(self.A.dtype) @ self.A.T @ self.B.T) * self.scale).to(y.dtype) if self.enabled else y
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 class NaiveLoRA:
-    "The reference LoRA fine-tune as a strategy: r=16 on all projections, 20 Adam steps over 256-token pieces, fp32."
+    "The reference LoRA fine-tune as a strategy: r=16 on all projections, 20 Adam steps over 256-token pieces, fp32 adapters."
     def __init__(self, model: nn.Module, config: LearningConfig | None = None, rank: int = 16, steps: int = 20,
                  piece: int = 256, lr: float = 1e-3):
         self.model, self.config, self.steps, self.piece, self.lr = model, config, steps, piece, lr
@@ -449,6 +487,7 @@ class NaiveLoRA:
         "Put the adapters back to their initial values, bit for bit, with a fresh optimiser."
         for p, p0 in zip(self.params, self.initial): p.copy_(p0)
         self.opt = torch.optim.Adam(self.params, lr=self.lr)
+        self.skipped_updates = 0
 
     def disabled(self) -> contextlib.AbstractContextManager[None]:
         "A context in which every adapter is switched off."
@@ -571,9 +610,11 @@ class CheckpointStore:
         return manifest
 
     def _manifests(self, task: str) -> list[tuple[Path, dict]]:
-        "Complete checkpoints of `task` with their manifests (unverified), oldest step first."
-        out = []
-        for d in sorted(self._task_dir(task).glob("step-*")):
+        "Complete checkpoints of `task` with their manifests (unverified), oldest step first; restores set-aside ones."
+        tdir, out = self._task_dir(task), []
+        for d in list(tdir.iterdir()) if tdir.is_dir() else []:
+            if (orig := _set_aside_from(d)) is not None: _restore_dir(orig)
+        for d in sorted(tdir.glob("step-*")):
             try: out.append((d, json.loads((d / MANIFEST).read_text())))
             except (FileNotFoundError, json.JSONDecodeError): continue
         return sorted(out, key=lambda x: x[1]["step"])
@@ -614,11 +655,12 @@ class CheckpointStore:
     def cleanup(self, task: str,  # the task to clean up
                 keep_last: int,  # how many of the newest checkpoints to keep, besides the best
                ) -> list[Path]:
-        "Delete all but the last `keep_last` checkpoints and the best one, and stale temporary folders; return what went."
+        "Delete all but the last `keep_last` checkpoints and the best one, stale temporary folders and superseded set-aside copies; return what went."
         keep = {d for d, _ in self._manifests(task)[-keep_last:]} if keep_last > 0 else set()
         if (b := self.best(task)) is not None: keep.add(b)
+        stale = lambda d: (orig := _set_aside_from(d)) is not None and orig.exists()
         gone = [d for d in self._task_dir(task).iterdir() if d.is_dir() and d not in keep
-                and (d.name.startswith("step-") or d.name.startswith(".tmp-"))]
+                and (d.name.startswith("step-") or d.name.startswith(".tmp-") or stale(d))]
         for d in gone: shutil.rmtree(d)
         return gone
 

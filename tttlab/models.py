@@ -13,15 +13,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, ContextManager, Literal, Protocol, runtime_checkable
+from typing import Callable, ContextManager, Iterator, Literal, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 # %% auto #0
 __all__ = ['Strategy', 'Precision', 'View', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
-           'StudyRow', 'DocumentChunk', 'study_batch', 'Document', 'DocumentConstraints', 'LearningConfig',
-           'LearningMetrics', 'Question', 'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device',
+           'checked_settings', 'StudyRow', 'DocumentChunk', 'study_batch', 'Document', 'DocumentConstraints',
+           'LearningConfig', 'LearningMetrics', 'Question', 'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device',
            'cpu_supports_bf16', 'compute_dtype', 'autocast', 'atomic_write', 'cache_dir', 'default_gguf_path',
            'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer', 'load_lm', 'tiny_llama']
 
@@ -36,6 +36,15 @@ class ModelNotFoundError(TTTLabError):
 class LabModel(BaseModel):
     "Base of the lab's models: unknown fields are errors and assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+@contextlib.contextmanager
+def checked_settings(what: str, # how the message starts, e.g. "impossible training settings"
+                     error: type[TTTLabError] = TTTLabError, # the error raised instead
+                    ) -> Iterator[None]:
+    "Turn a pydantic `ValidationError` raised inside into `error`: one line naming each rejected field and why."
+    try: yield
+    except ValidationError as e:
+        raise error(f"{what}: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].lower()}" for x in e.errors())) from None
 
 # %% ../nbs/00_models.ipynb #1a3ecf22
 class StudyRow(LabModel):
@@ -181,7 +190,7 @@ def cpu_supports_bf16() -> bool:
 def compute_dtype(device: torch.device, precision: Precision = "auto") -> torch.dtype:
     "The dtype autocast computes in on `device` for `precision` ('auto' picks the fastest safe one)."
     if precision != "auto": return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if device.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16  # a T4 only emulates bf16
     return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else torch.float32
 
 def autocast(device: torch.device, precision: Precision = "auto") -> ContextManager:

@@ -21,7 +21,7 @@ import zlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir
+from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings
 from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
@@ -42,13 +42,12 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'read_chunk', 'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache',
            'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout',
            'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share', 'random_actions', 'best_random_action',
-           'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'periodic_actions', 'best_periodic',
-           'periodic_name', 'fit_to_budget', 'GainModel', 'GainRegressor', 'cross_validated_scores',
-           'cross_validated_actions', 'GainRanker', 'GainMLP', 'target_reliability', 'noise_ceiling', 'PonderPolicy',
-           'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions', 'single_thread',
-           'imitate', 'train_policy', 'PolicyEnsemble', 'UpdateThreshold', 'BudgetPacer', 'compare_methods',
-           'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead', 'method_family',
-           'pareto_figure', 'default_cache_root', 'main']
+           'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'Periodic', 'best_periodic', 'fit_to_budget',
+           'GainModel', 'GainRegressor', 'cross_validated_scores', 'cross_validated_actions', 'GainRanker', 'GainMLP',
+           'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
+           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
+           'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult', 'run_online',
+           'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -376,6 +375,11 @@ class CacheSettings(LabModel):
     precision: Precision = "auto"
     horizon: int = Field(1, gt=0, description="chunks after each decision that its outcome is scored on")
     split: CorpusSplit
+
+    @property
+    def reading(self) -> dict[str, str | int | None]:
+        "How the files were read (model, chunk size, chunks kept): what a policy's features depend on."
+        return dict(model=self.model, chunk_size=self.chunk_size, max_chunks=self.max_chunks)
 
 @dataclass
 class FileOutcomes:
@@ -800,29 +804,35 @@ def synthetic_episodes(n_files: int = 60, # episodes
     return Episodes.from_records(recs)
 
 # %% ../nbs/05_policy_ppo.ipynb #0ed144a8
-def periodic_actions(eps: Episodes, # the files
-                     action: str | int, # the update taken
-                     every: int, # its period, in decisions
-                     phase: int = 0, # the first decision of each file that takes it (0-based, below `every`)
-                    ) -> torch.Tensor:
-    "`action` on decisions `phase`, `phase + every`, ... of each file, SKIP otherwise."
-    if not 0 <= phase < every: raise PonderError(f"a phase of {phase} for a period of {every}; use 0 to {every - 1}")
-    t = torch.arange(eps.mask.shape[1])[None].expand_as(eps.mask)
-    return ((t % every) == phase).long() * parse_action(action) * eps.mask
+class Periodic(NamedTuple):
+    "A fixed schedule: `action` on decisions `phase`, `phase + every`, ... of each file, or of all files read one after another."
+    action: int # the update taken (0 for SKIP everywhere)
+    every: int # its period, in decisions
+    phase: int = 0 # the first decision that takes it (0-based, below `every`)
+    stream: bool = False # count decisions over the whole stream of files instead of within each file
+
+    @property
+    def name(self) -> str:
+        "How the schedule is named in result tables."
+        return (f"periodic {ACTIONS[self.action]} every {self.every}" + (" decisions of the stream" if self.stream else "")
+                + (f" from decision {self.phase + 1}" if self.phase else ""))
+
+    def actions(self, eps: Episodes) -> torch.Tensor:
+        "The schedule's actions [E, T] on `eps` (files in their order, decisions in each file's order)."
+        if not 0 <= self.phase < self.every: raise PonderError(f"a phase of {self.phase} for a period of {self.every}; use 0 to {self.every - 1}")
+        t = ((eps.mask.flatten().cumsum(0) - 1).view_as(eps.mask) if self.stream
+             else torch.arange(eps.mask.shape[1])[None].expand_as(eps.mask))
+        return ((t % self.every) == self.phase).long() * parse_action(self.action) * eps.mask
 
 def best_periodic(eps: Episodes, # training files
                   budget: float, # allowed mean cost per chunk
-                 ) -> tuple[int, int, int]:
-    "The (action, period, phase) of the periodic schedule with the best gain on `eps` among those within `budget`."
+                 ) -> Periodic:
+    "The fixed schedule with the best gain on `eps` among those within `budget`: per file at any phase, or over the stream."
     budget = check_budget(budget)
-    cands = [(a, k, p) for a in range(1, len(ACTIONS)) for k in range(1, 1 + eps.mask.shape[1]) for p in range(k)
-             if score(eps, periodic_actions(eps, a, k, p), "").cost <= budget + 1e-9]
-    if not cands: return 0, 1, 0
-    return max(cands, key=lambda akp: score(eps, periodic_actions(eps, *akp), "").gain)
-
-def periodic_name(action: int, every: int, phase: int) -> str:
-    "How a periodic schedule is named in result tables."
-    return f"periodic {ACTIONS[action]} every {every}" + (f" from decision {phase + 1}" if phase else "")
+    per_file = [Periodic(a, k, p) for a in range(1, len(ACTIONS)) for k in range(1, 1 + eps.mask.shape[1]) for p in range(k)]
+    streamed = [Periodic(a, k, stream=True) for a in range(1, len(ACTIONS)) for k in range(1, 1 + eps.n_decisions)]
+    cands = [s for s in per_file + streamed if score(eps, s.actions(eps), "").cost <= budget + 1e-9]
+    return max(cands, key=lambda s: score(eps, s.actions(eps), "").gain, default=Periodic(0, 1))
 
 # %% ../nbs/05_policy_ppo.ipynb #6eb4991e
 _EXTRA = _COSTS - COSTS[0]  # cost of each action above SKIP
@@ -1178,11 +1188,12 @@ class TrainedPolicy:
     policy: PonderPolicy
     config: PPOConfig
     history: dict[str, list[float]]
+    reading: dict[str, str | int | None] | None = None # how its training files were read (`CacheSettings.reading`); None if unknown
 
     def save(self, path: str | Path) -> Path:
         "Write the policy atomically with torch.save."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        blob = dict(state=self.policy.state_dict(), config=self.config.model_dump(), history=self.history)
+        blob = dict(state=self.policy.state_dict(), config=self.config.model_dump(), history=self.history, reading=self.reading)
         atomic_write(path, lambda p: torch.save(blob, p))
         return path
 
@@ -1194,7 +1205,13 @@ class TrainedPolicy:
         cfg = PPOConfig(**blob["config"])
         pol = PonderPolicy(cfg.hidden, cfg.groups, GAIN_MODELS[cfg.prior]() if cfg.prior != "none" else None, cfg.prior_temperature)
         pol.load_state_dict(blob["state"])
-        return cls(pol.eval(), cfg, blob["history"])
+        return cls(pol.eval(), cfg, blob["history"], blob.get("reading"))
+
+    def check_reading(self, settings: CacheSettings) -> None:
+        "Raise `CacheMismatchError` unless files were read for `settings` as they were for the policy's training."
+        if self.reading is not None and self.reading != settings.reading:
+            raise CacheMismatchError(f"the policy was trained on files read with {self.reading}, but these are read with "
+                                     f"{settings.reading}; its position features answer only for the reading it was trained on")
 
 def _sample(policy: PonderPolicy) -> Chooser:
     return lambda obs, allowed: torch.distributions.Categorical(logits=policy(obs, allowed)[0]).sample()
@@ -1405,13 +1422,13 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
     oracle = oracle_actions(test, budget)
     og = score(test, oracle, "oracle").gain
     gate, reg = ThresholdGate.fit(train, budget), GainRegressor().fit(train, budget)
-    pa, pk, pp = best_periodic(train, budget)
+    fixed = best_periodic(train, budget)
     ra = best_random_action(train, budget)
     guarded = lambda choose: rollout(test, choose, budget, "stream", carry).actions
     runs = [("No-TTT (SKIP)", fixed_actions(test, 0))] + [(f"fixed {a}", fixed_actions(test, a)) for a in ACTIONS[1:]]
     runs += [("random @ budget", random_actions(test, budget, seed)),
              (f"random best action ({ACTIONS[ra]}) @ budget", random_actions(test, budget, seed, ra)),
-             (periodic_name(pa, pk, pp), periodic_actions(test, pa, pk, pp)),
+             (fixed.name, fixed.actions(test)),
              (f"threshold gate ({ACTIONS[gate.action]})", gate.actions(test)),
              ("threshold gate (guard)", guarded(gate.choose)),
              ("gain regressor (supervised)", rollout(test, reg.choose, budget).actions),
@@ -1615,10 +1632,11 @@ def _build(a) -> dict:
 
 def _train(a) -> dict:
     cache = OutcomeCache(a.root)
-    cfg = PPOConfig(budget=check_budget(a.budget), groups=[g for g in a.groups.split(",") if g],
-                    **{k: getattr(a, k) for k in PPOConfig.model_fields if k not in ("budget", "groups")})
+    fields = {k: getattr(a, k) for k in PPOConfig.model_fields if k not in ("budget", "groups")}
+    with checked_settings("impossible training settings", PonderError):
+        cfg = PPOConfig(budget=check_budget(a.budget), groups=[g for g in a.groups.split(",") if g], **fields)
     tp = train_policy(*(Episodes.from_records(cache.episodes(p)) for p in ("train", "val")), cfg, progress=not a.json)
-    path = tp.save(_policy_path(a.root, a.budget, a.out))
+    path = replace(tp, reading=cache.settings.reading).save(_policy_path(a.root, a.budget, a.out))
     return dict(command="train", policy=str(path), budget=a.budget, train_cost=tp.history["cost"][-1],
                 val_gain=max(tp.history["val_gain"]), final_lambda=tp.history["lambda"][-1])
 
@@ -1627,7 +1645,9 @@ def _eval(a) -> dict:
     budget = check_budget(a.budget)
     path = _policy_path(a.root, budget, a.policy)
     if a.policy and not path.exists(): raise CacheMismatchError(f"no policy at {str(path)!r}; run `tttlab ponder train` first")
-    policy = TrainedPolicy.load(path).policy if path.exists() else None
+    trained = TrainedPolicy.load(path) if path.exists() else None
+    if trained is not None: trained.check_reading(cache.settings)
+    policy = trained.policy if trained is not None else None
     rows = compare_methods(Episodes.from_records(cache.episodes("train")), Episodes.from_records(cache.episodes(a.part)),
                            budget, policy, carry=a.carry, prior_weight=a.prior_weight)
     return dict(command="eval", budget=budget, part=a.part, policy=str(path) if policy else None,

@@ -357,19 +357,27 @@ def finite(*tensors: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
 
 class LossScale:
-    "Dynamic loss scaling for fp16 autocast (a T4): scale the loss up before backward, unscale, halve on overflow."
-    def __init__(self, enabled: bool, init: float = 2.0 ** 16):
+    "Dynamic loss scaling for fp16 autocast (a T4), like torch's `GradScaler`: halve on overflow, double after `growth_interval` finite steps."
+    def __init__(self,
+                 enabled: bool,  # scale at all; when off the scale stays 1
+                 init: float = 2.0 ** 16,  # the starting scale
+                 growth_interval: int = 50,  # consecutive finite steps after which the scale doubles
+                 max_scale: float = 2.0 ** 24):  # the scale never grows past this
         self.enabled, self.scale = enabled, init if enabled else 1.0
+        self.growth_interval, self.max_scale, self.finite_steps = growth_interval, max_scale, 0
 
     def backward(self, loss: torch.Tensor) -> None: (loss * self.scale).backward()
 
     @torch.no_grad()
     def unscale(self, params: list[torch.Tensor]) -> bool:
-        "Divide the gradients by the scale; False (and a halved scale) when any is NaN or Inf."
+        "Divide the gradients by the scale; False (and a halved scale) when any is NaN or Inf, else maybe grow the scale."
         grads = [p.grad for p in params if p.grad is not None]
         for g in grads: g /= self.scale
         ok = bool(grads) and finite(*grads)
-        if not ok and self.enabled: self.scale /= 2
+        if not self.enabled: return ok
+        self.finite_steps = self.finite_steps + 1 if ok else 0
+        if not ok: self.scale /= 2
+        elif self.finite_steps % self.growth_interval == 0: self.scale = min(2 * self.scale, self.max_scale)
         return ok
 
 class TTTLinearStrategy:
@@ -409,10 +417,11 @@ class TTTLinearStrategy:
 
     @torch.no_grad()
     def reset(self) -> None:
-        "Restore the TTT layers' parameters, state and optimiser to before any learning, bit for bit."
+        "Restore the TTT layers' parameters, state, optimiser, loss scale and skip count to before any learning, bit for bit."
         for p, p0 in zip(self.params, self.initial): p.copy_(p0)
         self.ttt_model.reset_learning()
         self.opt = torch.optim.Adam(self.params, lr=self.config.learning_rate)
+        self.scaler, self.skipped_updates = LossScale(self.scaler.enabled), 0
         self.cache.clear()
 
     def disabled(self) -> ContextManager[None]:
