@@ -32,10 +32,11 @@ def newton_schulz(G: torch.Tensor,  # a gradient matrix
                   dtype: torch.dtype = torch.float32,  # compute dtype (bf16 is Muon's usual choice on GPUs; fp16 works too)
                  ) -> torch.Tensor:
     "The orthogonal factor `U Vᵀ` of `G = U S Vᵀ`, by Newton–Schulz iteration."
-    G = G.float()
-    X = (G / (G.norm() + 1e-7)).to(dtype)  # normalised in fp32: fp16 can hold neither a large norm nor 1e-7
+    if dtype == torch.float16: G = G.float() / (G.float().norm() + 1e-7)  # fp16 holds neither a large norm nor 1e-7
+    X = G.to(dtype)
     tall = X.shape[0] > X.shape[1]
     if tall: X = X.T
+    X = X / (X.norm() + 1e-7)
     for _ in range(steps):
         A = X @ X.T
         X = 3.4445 * X + (-4.7750 * A + 2.0315 * A @ A) @ X
