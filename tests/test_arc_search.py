@@ -1,5 +1,6 @@
 "Integration tests of the ARC program search: totality of every primitive, real ARC tasks, the CLI entry points."
 import functools
+import importlib.util
 import io
 import json
 import subprocess
@@ -442,6 +443,33 @@ def test_guide_nodes_tool_compares_arms_on_tasks_answered_in_the_loop(tmp_path):
     assert saved["ratios"]["static"]["total"] == none / static and "none → static" in out
     bad = subprocess.run(tool + ["ce8d95cc", "--arms", "ttt"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown arm 'ttt'" in bad.stderr
+
+
+def test_guide_nodes_tool_tunes_on_neighbours_but_never_on_the_task_itself(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("arc_guide_nodes", root / "tools" / "arc_guide_nodes.py")
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    run = tmp_path / "run.json"  # chains as `tttlab arc solve --save` writes them, last step first
+    run.write_text(json.dumps({"per_task": [{"id": "ce8d95cc", "programs": ["local_rule[colour]", "recolour{0→5} ∘ dedupe_lines"]},
+                                            {"id": "e1baa8a4", "programs": ["left_half ∘ dedupe_lines", "dedupe_lines"]},
+                                            {"id": "0692e18c", "programs": ["lookup[cells]"]}]}))
+    chains = tool.split_chains([run])
+    assert chains == {"ce8d95cc": ["dedupe_lines"], "e1baa8a4": ["dedupe_lines"]}  # no fitter, no recolouring; the shortest
+    guide = load_guide()
+    ev = {t.id: t for t in load_tasks("evaluation")}
+    pool = [(i, ev[i], prog, tool.embedding(guide, ev[i])) for i, prog in chains.items()]
+    assert [row[0] for row in tool.neighbours(guide, ev["ce8d95cc"], pool, 5)] == ["e1baa8a4"]
+    assert torch.allclose(tool.embedding(guide, ev["ce8d95cc"]).norm(), torch.tensor(1.0))
+    tuned = tool.near_guide(guide, ev["ce8d95cc"], pool, 1)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.parameters(), guide.parameters()))
+    harvest = tmp_path / "harvest.json"
+    harvest.write_text(json.dumps({"007bbfb7": ["self_kron"], "3c9b0459": ["rot180"]}))
+    cmd = [sys.executable, str(root / "tools" / "arc_guide_nodes.py"), "ce8d95cc", "--seconds", "2"]
+    subprocess.run(cmd + ["--arms", "static", "near:1", "near-split:1", "--harvest", str(harvest), "--split-runs", str(run),
+                          "--out", str(tmp_path / "n.json")], capture_output=True, text=True, check=True)
+    assert set(json.loads((tmp_path / "n.json").read_text())["per_task"]) == {"static", "near:1", "near-split:1"}
+    bad = subprocess.run(cmd + ["--arms", "static", "near:1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "near arms need --harvest" in bad.stderr
 
 
 def test_train_guide_main_writes_a_loadable_checkpoint(tmp_path):

@@ -92,14 +92,14 @@ def test_sample_pdf_is_learnable(lm):
     doc = load_document(sample_pdf_path(), tok, chunk_size=2048)
     assert doc.n_tokens > 100
 
-def test_demo_prints_side_by_side_answers_and_metrics(tmp_path, capsys):
+def test_demo_prints_answers_and_metrics(tmp_path, capsys):
     from tttlab.models import tiny_llama
     from tttlab.recall import demo
     _, tok = load_lm()
     tiny_llama(vocab_size=len(tok), hidden=64, layers=4).save_pretrained(tmp_path / "tiny"); tok.save_pretrained(tmp_path / "tiny")
     assert demo(["--model", str(tmp_path / "tiny")]) == 0
     out = capsys.readouterr().out
-    assert "TTT (learned, context cleared)" in out and "QA correct" in out and "retention" in out
+    assert "TTT: learned, context cleared" in out and "accepted:" in out and "QA correct" in out and "retention" in out
 
 @pytest.mark.parametrize("strategy", ["lora", "ttt-linear", "naive-lora"])
 def test_every_strategy_runs_the_recall_cli(tmp_path, capsys, strategy):

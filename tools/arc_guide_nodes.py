@@ -1,34 +1,89 @@
 """Nodes until the first program, with and without the ARC search guide: the 06b guide-against-unguided tables.
 
-Usage: python tools/arc_guide_nodes.py IDS_FILE_OR_IDS ... [--split evaluation] [--arms none static ttt:0]
-                                       [--seconds 40] [--guide-path G] [--out nodes.json]
+Usage: python tools/arc_guide_nodes.py IDS_FILE_OR_IDS ... [--split evaluation] [--arms none static ttt:0 near:8]
+                                       [--seconds 40] [--guide-path G] [--harvest H.json] [--split-runs RUN.json ...]
+                                       [--out nodes.json]
 
 Each task is searched once per arm, as `tttlab arc solve --method search` does (depth 4, the guide also reading
 the grid states of depth 1 and 2), with a budget long enough that the clock cuts (almost) nothing: `none` orders
 the primitives uniformly, `static` by the guide, `ttt:SEED` by a copy of the guide adapted to the task with that
-seed. Only the tasks on which every arm's first program came from the search loop are compared: a fitter that
-answers before or after the loop does not depend on the order. The ratios are against the first arm.
+seed. Two arms tune a copy of the guide on other tasks' programs instead, the K whose demonstrations the guide
+embeds closest to this task's (4 full-batch steps at lr 1e-3): `near:K` draws them from the harvested training
+programs (`--harvest`, the file `tttlab arc train-guide --programs` writes), `near-split:K` also from the chains
+that a saved run found for the other tasks of the split (`--split-runs`, files of `tttlab arc solve --save`; they
+are checked against the demonstrations only). Only the tasks on which every arm's first program came from the
+search loop are compared: a fitter that answers before or after the loop does not depend on the order. The
+ratios are against the first arm.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import math
 import statistics
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from tttlab.arc_data import load_tasks, read_task_ids
-from tttlab.arc_search import load_guide, make_solver, write_json
+from tttlab.arc_data import Task, load_tasks, read_task_ids
+from tttlab.arc_search import (PRIMITIVES, Guide, batch_of, label_vector, load_guide, make_solver, pair_tensors, train_guide,
+                               write_json)
 from tttlab.models import TTTLabError
+
+NEAR_MODES = ("near", "near-split")
 
 
 def parse_arm(arm: str) -> tuple[str, int]:
-    "An arm's guide mode and seed: `none`, `static` or `ttt:SEED`."
-    mode, _, seed = arm.partition(":")
-    if mode in ("none", "static") and not seed: return mode, 0
-    if mode == "ttt" and seed.isdigit(): return mode, int(seed)
-    raise ValueError(f"unknown arm {arm!r}; use none, static or ttt:SEED")
+    "An arm's guide mode and number: `none`, `static`, `ttt:SEED`, `near:K` or `near-split:K`."
+    mode, _, num = arm.partition(":")
+    if mode in ("none", "static") and not num: return mode, 0
+    if mode in ("ttt", *NEAR_MODES) and num.isdigit(): return mode, int(num)
+    raise ValueError(f"unknown arm {arm!r}; use none, static, ttt:SEED, near:K or near-split:K")
+
+
+@torch.no_grad()
+def embedding(guide: Guide, task: Task) -> torch.Tensor:
+    "The guide's reading of a task: its `pair` layer averaged over the demonstrations, unit length."
+    seen = {}
+    hook = guide.pair.register_forward_hook(lambda m, i, o: seen.update(out=o))
+    guide.eval()(*batch_of([pair_tensors(task.train)]))
+    hook.remove()
+    return F.normalize(seen["out"].mean(0), dim=0)
+
+
+def split_chains(runs: list[Path]) -> dict[str, list[str]]:
+    "Each task's shortest chain of primitives among the programs a saved run found (a final recolouring dropped)."
+    out = {}
+    for run in runs:
+        for row in json.loads(Path(run).read_text())["per_task"]:
+            steps = [[s for s in reversed(p.split(" ∘ ")) if not s.startswith("recolour{")] for p in row["programs"]]
+            if chains := [c for c in steps if c and all(s in PRIMITIVES for s in c)]: out[row["id"]] = min(chains, key=len)
+    return out
+
+
+def neighbours(guide: Guide, # the static guide
+               task: Task, # the task to search
+               pool: list[tuple[str, Task, list[str], torch.Tensor]], # (id, task, program, embedding) to draw from
+               k: int, # how many
+              ) -> list[tuple[str, Task, list[str], torch.Tensor]]:
+    "The k pool tasks the guide embeds closest to `task`, nearest first; the task itself is never one of them."
+    pool = [row for row in pool if row[0] != task.id]
+    sims = torch.stack([row[3] for row in pool]) @ embedding(guide, task)
+    return [pool[j] for j in sims.topk(min(k, len(pool))).indices.tolist()]
+
+
+def near_guide(guide: Guide, # the static guide
+               task: Task, # the task to search
+               pool: list[tuple[str, Task, list[str], torch.Tensor]], # (id, task, program, embedding) to draw from
+               k: int, # neighbours
+              ) -> Guide:
+    "A copy of the guide tuned for 4 full-batch steps on the programs of the task's k `neighbours`."
+    tuned = copy.deepcopy(guide)
+    examples = [(pair_tensors(t.train), label_vector(tuned.names, prog)) for _, t, prog, _ in neighbours(guide, task, pool, k)]
+    train_guide(tuned, examples, epochs=4, batch_size=len(examples), lr=1e-3, seed=0, progress=False)
+    return tuned.eval()
 
 
 def ratios(ref: list[int], # the first arm's nodes, one per compared task
@@ -45,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("tasks", nargs="+", help="a file of task ids (one a line, # starts a comment), or the ids themselves")
     p.add_argument("--split", default="evaluation", choices=("training", "evaluation"), help="ARC-AGI-1 split")
-    p.add_argument("--arms", nargs="+", default=["none", "static"], help="none, static or ttt:SEED; the first is the reference")
+    p.add_argument("--arms", nargs="+", default=["none", "static"], help="none, static, ttt:SEED, near:K or near-split:K; the first is the reference")
     p.add_argument("--seconds", type=float, default=40.0, help="search budget per task and arm")
     p.add_argument("--guide-path", type=Path, default=None, help="a guide checkpoint (default: the shipped one)")
+    p.add_argument("--harvest", type=Path, default=None, help="harvested training programs for the near arms (JSON: task id -> program)")
+    p.add_argument("--split-runs", type=Path, nargs="*", default=[], help="saved runs on the split whose chains join the pool of near-split arms")
     p.add_argument("--out", type=Path, default=None, help="write every arm's per-task counts and programs here (JSON)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -57,18 +114,27 @@ def main(argv: list[str] | None = None) -> int:
         by_id = {t.id: t for t in load_tasks(args.split)}
         if missing := [i for i in ids if i not in by_id]: raise ValueError(f"not ARC-AGI-1 {args.split} tasks: {' '.join(missing)}")
         guide = load_guide(args.guide_path) if any(m != "none" for m, _ in arms.values()) else None
-        solvers = {a: make_solver(m, guide, args.seconds, seed=s) for a, (m, s) in arms.items()}
-    except (ValueError, TTTLabError) as e: p.error(str(e))
+        solvers = {a: make_solver(m, guide, args.seconds, seed=s) for a, (m, s) in arms.items() if m not in NEAR_MODES}
+        pools = {}
+        if any(m in NEAR_MODES for m, _ in arms.values()):
+            if args.harvest is None or not args.harvest.is_file(): raise ValueError("near arms need --harvest, a file of harvested training programs")
+            training = {t.id: t for t in load_tasks("training")}
+            pools["near"] = [(i, training[i], prog) for i, prog in json.loads(args.harvest.read_text()).items() if i in training]
+            pools["near-split"] = pools["near"] + [(i, by_id[i], prog) for i, prog in split_chains(args.split_runs).items() if i in by_id]
+            pools = {m: [(*row, embedding(guide, row[1])) for row in pool] for m, pool in pools.items()}
+    except (ValueError, TTTLabError, OSError, KeyError) as e: p.error(str(e))
     rows = {a: {} for a in arms}
-    print("task      " + "".join(f"{a:>12}" for a in arms), flush=True)
+    width = {a: max(12, len(a) + 2) for a in arms}
+    print("task      " + "".join(f"{a:>{width[a]}}" for a in arms), flush=True)
     for tid in ids:
-        for a, solve in solvers.items():
+        for a, (mode, num) in arms.items():
+            solve = solvers[a] if a in solvers else make_solver("static", near_guide(guide, by_id[tid], pools[mode], num), args.seconds)
             solve(by_id[tid])
             r = solve.log[tid]
             rows[a][tid] = {"nodes_to_first": r.nodes_to_first, "nodes_expanded": r.nodes_expanded,
                             "first_in_loop": r.first_in_loop, "program": str(r.found[0]) if r.found else None}
-        shown = [f"{'none':>12}" if v["nodes_to_first"] is None else f"{v['nodes_to_first']:>11,}" + " *"[not v["first_in_loop"]]
-                 for v in (rows[a][tid] for a in arms)]
+        shown = [f"{'none':>{width[a]}}" if v["nodes_to_first"] is None else f"{v['nodes_to_first']:>{width[a] - 1},}" + " *"[not v["first_in_loop"]]
+                 for a, v in ((a, rows[a][tid]) for a in arms)]
         print(f"{tid:10}" + "".join(shown), flush=True)
     compared = [t for t in ids if all(rows[a][t]["first_in_loop"] for a in arms)]
     left = [t for t in ids if t not in compared]

@@ -12,6 +12,7 @@ import copy
 import json
 import resource
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Callable, get_args
@@ -313,7 +314,7 @@ def demo_parser() -> argparse.ArgumentParser:
     return p
 
 def demo(argv: list[str] | None = None) -> int:
-    "Learn the bundled sample PDF, then print TTT and base answers side by side with the metrics; 0 on success."
+    "Learn the bundled sample PDF, then print every question with its TTT and base replies, and the metrics; 0 on success."
     args = demo_parser().parse_args(argv)
     config = RECALL_CONFIGS[args.strategy]
     lm, tok = load_lm(args.model)
@@ -327,13 +328,13 @@ def demo(argv: list[str] | None = None) -> int:
         m = TTTTrainer(strat, config).train_on_document(document, callback=show)
     after = lm_text_loss(lm, tok)
     qa, cloze = ask_all(strat, tok, sample_questions(), progress=False)
-    w = 44
-    print(f"\n{'question':{w}} | {'TTT (learned, context cleared)':{w}} | {'base (same weights, learning off)':{w}}")
-    print("-" * (3 * w + 6))
+    print("\nTTT: learned, context cleared; base: the same weights with learning off. ✓ when the reply holds an accepted answer.")
     for r in qa + cloze:
-        prompt = r.question.question if r in qa else f"…{r.question.cloze[-(w - 2):]}"
-        cells = [prompt, ("✓ " if r.ttt_correct else "✗ ") + r.ttt.text, ("✓ " if r.base_correct else "✗ ") + r.base.text]
-        print(" | ".join(f"{c.replace(chr(10), ' ')[:w]:{w}}" for c in cells))
+        q = r.question
+        print(f"\n{q.question if r in qa else '…' + q.cloze}   [accepted: {' / '.join(q.answers)}]")
+        for who, ok, reply in (("TTT ", r.ttt_correct, r.ttt.text), ("base", r.base_correct, r.base.text)):
+            print(textwrap.fill(" ".join(reply.split()), 110, initial_indent=f"  {who} {'✓' if ok else '✗'} ",
+                                subsequent_indent=" " * 9, max_lines=3, placeholder=" …"))
     n_ok = lambda rs, f: f"{sum(map(f, rs))}/{len(rs)}"
     print(f"\nQA correct: TTT {n_ok(qa, lambda r: r.ttt_correct)}, base {n_ok(qa, lambda r: r.base_correct)};  "
           f"cloze: TTT {n_ok(cloze, lambda r: r.ttt_correct)}, base {n_ok(cloze, lambda r: r.base_correct)}")
