@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TTTLabError, OSError, KeyError) as e: p.error(str(e))
     rows = {a: {} for a in arms}
     width = {a: max(12, len(a) + 2) for a in arms}
+    cell = lambda v, w: (f"{'none':>{w}}" if v["nodes_to_first"] is None
+                         else f"{v['nodes_to_first']:>{w - 1},}" + " *"[not v["first_in_loop"]])  # * : not from the loop
     print("task      " + "".join(f"{a:>{width[a]}}" for a in arms), flush=True)
     for tid in ids:
         for a, (mode, num) in arms.items():
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             r = solve.log[tid]
             rows[a][tid] = {"nodes_to_first": r.nodes_to_first, "nodes_expanded": r.nodes_expanded,
                             "first_in_loop": r.first_in_loop, "program": str(r.found[0]) if r.found else None}
-        shown = [f"{'none':>{width[a]}}" if v["nodes_to_first"] is None else f"{v['nodes_to_first']:>{width[a] - 1},}" + " *"[not v["first_in_loop"]]
-                 for a, v in ((a, rows[a][tid]) for a in arms)]
-        print(f"{tid:10}" + "".join(shown), flush=True)
+        print(f"{tid:10}" + "".join(cell(rows[a][tid], width[a]) for a in arms), flush=True)
     compared = [t for t in ids if all(rows[a][t]["first_in_loop"] for a in arms)]
     left = [t for t in ids if t not in compared]
     print(f"{len(compared)} of {len(ids)} tasks compared: every arm's first program came from the search loop"
