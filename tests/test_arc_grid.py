@@ -6,9 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tttlab.arc_data import ARCFormatError, load_tasks, smallest_tasks
+from tttlab.arc_data import ARCFormatError, load_tasks, smallest_tasks, visible_side
 from tttlab.arc_grid import (ARCHS, CANVAS, PAD, AblationConfig, AugmentedBatches, GridExample, build_model, collate,
-                             equivariance_gap, linearise, pad_grid, parse_output, sample_example, smoke_main, smoke_test)
+                             colour_onehot, colour_pool, equivariance_gap, linearise, pad_grid, parse_output, sample_example,
+                             smoke_main, smoke_test)
 from tttlab import arc_grid  # test_time_train is called through the module so pytest does not collect it
 from tttlab.cli import arc_main
 
@@ -70,7 +71,31 @@ def test_every_model_predicts_grids_or_none():
     for arch in ARCHS:
         preds = build_model(arch).eval().predict(exs, side=6)
         assert len(preds) == 3
-        assert all(p is None or (p.ndim == 2 and p.max() <= 9 and max(p.shape) <= 6) for p in preds)
+        assert all(p is None or (p.ndim == 2 and p.max() <= 9 and max(p.shape) <= CANVAS) for p in preds)
+        if arch == "decoder":  # only the token budget is bounded: h rows of w cells and a newline each fit in 6 * 7 + 1 tokens
+            assert all(p is None or p.shape[0] * (p.shape[1] + 1) <= 6 * 7 + 1 for p in preds)
+        else:  # the encoder-decoders decode a 6x6 window
+            assert all(p is None or max(p.shape) <= 6 for p in preds)
+
+
+def test_colour_pool_sums_fp16_without_overflow():
+    h, onehot = torch.full((1, 5400, 8), 20.0), colour_onehot(torch.ones(1, 5400, dtype=torch.long))  # 5400 * 20 > 65504
+    with torch.autocast("cpu", dtype=torch.float16): pooled, counts = colour_pool(h, onehot)
+    assert torch.equal(pooled[0, 1], torch.full((8,), 20.0)) and counts[0, 1] == 5400
+    pooled, _ = colour_pool(h.half(), onehot.half())
+    assert torch.isfinite(pooled).all() and torch.equal(pooled[0, 1], torch.full((8,), 20.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_colour_pool_unchanged_in_fp32_and_bf16(dtype):
+    # the ablation's results were measured with this formula: the fp16 fix must leave fp32 and bf16 bit for bit
+    g = torch.Generator().manual_seed(0)
+    h, onehot = torch.randn(3, 900, 16, generator=g) * 4, colour_onehot(torch.randint(0, PAD + 1, (3, 900), generator=g))
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        pooled, counts = colour_pool(h, onehot)
+        counts_then = onehot.sum(1)
+        then = (onehot.transpose(1, 2) @ h.float()) / counts_then.clamp(min=1)[..., None]
+    assert pooled.dtype == then.dtype and torch.equal(pooled, then) and torch.equal(counts, counts_then)
 
 
 def test_ttt_leaves_base_untouched():
@@ -90,6 +115,8 @@ def test_config_errors():
     with pytest.raises(ValueError): AblationConfig(budget_minutes=0)
     with pytest.raises(ValueError): AblationConfig(models=["resnet"])
     with pytest.raises(arc_grid.GridSettingsError, match="max_side"): arc_grid.ablation_config(max_side=40)
+    with pytest.raises(arc_grid.GridSettingsError, match="models: list should have at least 1 item"):
+        arc_grid.ablation_config(models=[])
     with pytest.raises(arc_grid.GridSettingsError, match="val_tasks=40"): arc_grid.ablation_splits(AblationConfig(max_side=5))
 
 
@@ -141,8 +168,8 @@ def test_size_groups_cover_every_task_and_shrink_batches():
 
 def test_task_answers_do_not_depend_on_batch():
     ev = load_tasks("evaluation", "arcagi")
-    small, big = ev[0], max(smallest_tasks(ev, 30), key=arc_grid.visible_side)
-    assert arc_grid.visible_side(small) < arc_grid.visible_side(big)
+    small, big = ev[0], max(smallest_tasks(ev, 30), key=visible_side)
+    assert visible_side(small) < visible_side(big)
     for arch in ("encdec-2d", "champion"):
         m = build_model(arch)
         alone = arc_grid.predict_tasks(m, [small], views=2)

@@ -63,6 +63,7 @@ def test_ttt_dataset_uses_demonstrations_only(tok, small):
 def test_vote_ranks_by_count_then_order():
     a, b = np.zeros((1, 1), np.int8), np.ones((1, 1), np.int8)
     assert [grid_key(g) for g in vote([b, a, a, None, b, a])] == [grid_key(a), grid_key(b)]
+    assert [grid_key(g) for g in vote([b, a, a, b])] == [grid_key(b), grid_key(a)]  # a tie: the first seen ranks first
     assert vote([]) == []
 
 def test_finetune_refuses_evaluation_tasks(tok, small):

@@ -470,6 +470,19 @@ def test_guide_nodes_tool_tunes_on_neighbours_but_never_on_the_task_itself(tmp_p
     assert set(json.loads((tmp_path / "n.json").read_text())["per_task"]) == {"static", "near:1", "near-split:1"}
     bad = subprocess.run(cmd + ["--arms", "static", "near:1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "near arms need --harvest" in bad.stderr
+    assert tool.parse_arm("near-split:3") == ("near-split", 3)
+    with pytest.raises(ValueError, match="K at least 1"): tool.parse_arm("near:0")
+
+
+def test_harvested_programs_file_must_map_ids_to_step_lists(tmp_path, capsys):
+    from tttlab.arc_search import read_programs
+    from tttlab.cli import main
+    good, bad_json, a_list = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "list.json"
+    good.write_text(json.dumps({"007bbfb7": ["self_kron"]})); bad_json.write_text("{not json"); a_list.write_text('["self_kron"]')
+    assert read_programs(good) == {"007bbfb7": ["self_kron"]}
+    for path, msg in ((bad_json, "cannot read harvested programs"), (a_list, "must hold a JSON object")):
+        with pytest.raises(GuideError, match=msg): read_programs(path)
+    assert main(["arc", "train-guide", "--programs", str(a_list), "--quiet"]) == 2 and "must hold a JSON object" in capsys.readouterr().err
 
 
 def test_train_guide_main_writes_a_loadable_checkpoint(tmp_path):

@@ -1,4 +1,5 @@
 "Integration tests of test-time document learning with the real default model (SmolLM2-135M-Instruct)."
+import io
 import json
 
 import pytest
@@ -112,3 +113,20 @@ def test_every_strategy_runs_the_recall_cli(tmp_path, capsys, strategy):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["retention_loss_after_reset"] == out["retention_loss_before"] and out["learn_seconds"] > 0
+
+
+def test_answers_and_table_print_for_any_mix_of_questions():
+    from tttlab.recall import print_answers, recall_table
+    reply = lambda text: {"text": text}
+    no_cloze = {"question": "Who?", "answers": [], "cloze": None}
+    with_cloze = {"question": "Where?", "answers": ["Harrowlin"], "cloze": "printed in the"}
+    result = {"answers": [{"question": q, "base": reply("no idea"), "ttt": reply("in Harrowlin"), "in_context": None} for q in (no_cloze, with_cloze)],
+              "cloze": [{"question": with_cloze, "base": reply("town"), "ttt": reply("Harrowlin Almanac")}]}
+    out = io.StringIO()
+    print_answers(result, file=out)
+    blocks = out.getvalue().split("\nQ: ")[1:]
+    assert "(expected: —)" in blocks[0] and "cloze" not in blocks[0]  # the cloze belongs to the second question
+    assert "cloze '…printed in the'" in blocks[1] and "✓ 'Harrowlin Almanac'" in blocks[1]
+    row = dict(strategy="lact", qa_ttt=0.5, cloze_ttt=None, learn_seconds=2.0, learn_tokens_per_s=10.0,
+               retention_loss_before=2.0, retention_loss_after=2.1, retention_loss_after_reset=2.0)
+    assert "| lact | 50% | — |" in recall_table([row])

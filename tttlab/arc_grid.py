@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import plotly.graph_objects as go
@@ -28,7 +28,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from .arc_data import (ARCFormatError, Augmentation, Grid, Task, as_grid, attempt_correct, load_tasks, pass_at_2,
-                             random_augmentation, task_solved)
+                             random_augmentation, task_solved, visible_side)
 from .arc_llm import vote
 from .lora import CheckpointStore, TrainConfig, TrainingOrchestrator, TrainResult
 from .models import LabModel, Precision, TTTLabError, atomic_write, checked_settings, pick_device
@@ -39,7 +39,7 @@ __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCH
            'AugmentedBatches', 'validation_batches', 'content_extent', 'sinusoid', 'grid_positions', 'Block',
            'colour_onehot', 'colour_pool', 'ColourMixer', 'ColourSlots', 'GridModelConfig', 'scaled_config', 'GridStop',
            'DecoderOnly', 'GridEncoderDecoder', 'build_model', 'n_params', 'markdown_table', 'equivariance_gap',
-           'SmokeResult', 'smoke_test', 'smoke_main', 'visible_side', 'select_tasks', 'predict_tasks', 'cell_accuracy',
+           'SmokeResult', 'smoke_test', 'smoke_main', 'select_tasks', 'predict_tasks', 'cell_accuracy',
            'score_attempts', 'evaluate', 'AblationConfig', 'GridSettingsError', 'ablation_config',
            'gpu_ablation_config', 'ablation_splits', 'grid_loss', 'train_model', 'test_time_train', 'measure_ttt',
            'ModelResult', 'AblationResult', 'run_ablation', 'ablation_table', 'plot_learning_curves', 'step_effects',
@@ -250,8 +250,12 @@ def colour_pool(h: torch.Tensor, # (B, N, d) cell features
                 onehot: torch.Tensor, # (B, N, 10) colours of the cells
                ) -> tuple[torch.Tensor, torch.Tensor]:
     "Mean feature of each colour's cells, (B, 10, d), and each colour's cell count, (B, 10)."
+    onehot = onehot.float()
     counts = onehot.sum(1)
-    return (onehot.transpose(1, 2) @ h.float()) / counts.clamp(min=1)[..., None], counts
+    sums = onehot.transpose(1, 2) @ h.float()
+    if sums.dtype == torch.float16:  # fp16 autocast (a T4): a sum over up to 5400 cells can pass fp16's 65504, so sum in fp32
+        with torch.autocast(h.device.type, enabled=False): sums = onehot.transpose(1, 2) @ h.float()
+    return sums / counts.clamp(min=1)[..., None], counts
 
 class ColourMixer(nn.Module):
     "Adds to each cell a projection of its colour's mean feature: colour-equivariant message passing."
@@ -284,7 +288,7 @@ class ColourSlots(nn.Module):
 
 # %% ../nbs/06d_arc_grid.ipynb #d7966e5a
 Arch = Literal["decoder", "encdec-1d", "encdec-2d", "equivariant", "champion"]
-ARCHS: tuple[str, ...] = ("decoder", "encdec-1d", "encdec-2d", "equivariant", "champion")
+ARCHS: tuple[str, ...] = get_args(Arch)
 
 class GridModelConfig(LabModel):
     "Size and design of one of the five grid models."
@@ -571,10 +575,6 @@ def smoke_main(argv: list[str] | None = None) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 # %% ../nbs/06d_arc_grid.ipynb #6e65ff98
-def visible_side(task: Task) -> int:
-    "The largest side of any grid visible at test time (demonstrations and test inputs)."
-    return max(max(g.shape) for g in [x for p in task.train for x in p] + list(task.test_inputs))
-
 def select_tasks(tasks: list[Task], # tasks to filter
                  max_side: int = CANVAS, # keep tasks whose visible grids all fit in max_side x max_side
                 ) -> list[Task]:
@@ -630,7 +630,7 @@ def evaluate(model: nn.Module, tasks: list[Task], views: int = 4) -> dict[str, f
 # %% ../nbs/06d_arc_grid.ipynb #91580cf2
 class AblationConfig(LabModel):
     "One ablation run: which models, their shared budget, the data, and the test-time training stage."
-    models: list[Arch] = Field(default_factory=lambda: list(ARCHS))
+    models: list[Arch] = Field(default_factory=lambda: list(ARCHS), min_length=1, description="the models to train, at least one")
     budget_minutes: float = Field(5.0, gt=0, description="wall-clock training budget of each model")
     max_side: int = Field(CANVAS, ge=1, le=CANVAS, description="use tasks whose visible grids fit in this square; 30 = all")
     val_tasks: int = Field(40, ge=1, description="ARC-AGI-1 training tasks held out for validation")
@@ -762,7 +762,7 @@ class AblationResult(LabModel):
     train_tasks: int
     seconds: float
 
-    def save(self, path) -> None:
+    def save(self, path: str | Path) -> None:
         "Write the result as JSON, atomically."
         atomic_write(path, lambda tmp: tmp.write_text(self.model_dump_json()))
 

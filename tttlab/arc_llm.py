@@ -13,15 +13,18 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import numpy as np
 import torch
+import transformers  # a lazy module: the hints below load nothing
 from pydantic import Field, PositiveInt
 
 from .models import TTTLabError, LabModel, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
-                             positive_int, tasks_from_args, run_solver, load_tasks, task_solved, DATASETS, MAX_SIDE)
+                             positive_int, tasks_from_args, run_solver, load_tasks, task_solved, visible_side, DATASETS, MAX_SIDE)
+from .lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit
+
 
 # %% auto #0
 __all__ = ['CELL_SEPARATORS', 'IGNORE', 'grid_to_text', 'one_token_per_cell', 'cell_separator', 'text_to_grid', 'TaskEncoder',
@@ -229,8 +232,7 @@ def predict(model, # a causal LM
            ) -> tuple[list[list[Grid]], list[list[Grid | None]]]:
     "Attempts per test input by augmented voting, and every view's mapped-back prediction."
     augs = inference_augmentations(n_views, len(task.train), seed)
-    side = max(max(g.shape) for p in task.train for g in p)
-    side = min(MAX_SIDE, max(side, *(max(g.shape) for g in task.test_inputs)))
+    side = visible_side(task)
     attempts, views = [], []
     for i in range(len(task.test_inputs)):
         prompts = [enc.prompt(a.apply_task(task), i) for a in augs]
@@ -267,7 +269,6 @@ class ArcLLMSolver:
                  tok, # its tokenizer
                  config: ArcLLMConfig | None = None, # the solver's settings
                 ):
-        from tttlab.lora import LoRAConfig, LoRAStrategy
         self.config = config or ArcLLMConfig()
         self.enc = TaskEncoder(tok, loss_on=self.config.loss_on)
         self.model, self.views, self.strategy = model, {}, None
@@ -279,9 +280,8 @@ class ArcLLMSolver:
 
     def train_on(self, data: Sequence[dict], # batches of {"input_ids", "labels"}
                  task: str = "ttt", # a name for the run
-                ):
+                ) -> TrainResult:
         "Train the test-time adapter on `data` with the orchestrator; returns the `TrainResult`."
-        from tttlab.lora import TrainConfig, TrainingOrchestrator, lm_loss
         c = self.config
         tc = TrainConfig(epochs=c.epochs, learning_rate=c.learning_rate, grad_accum=c.grad_accum, precision=c.precision,
                          seed=c.seed, task=task, progress=False, gradient_checkpointing=c.gradient_checkpointing)
@@ -364,9 +364,8 @@ def finetune(model, # the base causal LM; the adapter is added in place
              precision: Precision = "auto", # autocast precision
              seed: int = 0, # random source
              progress: bool = True, # show a progress bar
-            ):
+            ) -> TrainResult:
     "Fine-tune a LoRA adapter on augmented training tasks (never evaluation ones) within a time budget; save it and return the `TrainResult`."
-    from tttlab.lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainingOrchestrator, lm_loss
     with checked_settings("impossible fine-tuning settings", ArcLLMSettingsError):
         lc = LearningConfig(strategy="lora", learning_rate=learning_rate, precision=precision, seed=seed)
         lora = LoRAConfig(r=r, alpha=alpha)
@@ -395,16 +394,13 @@ def load_arc_model(model: str | None = None, # HF id or folder; None: the lab's 
                    adapter: str | Path | None = "default", # a peft adapter to merge in; "default": the shipped one (default model only)
                    device: str | None = None, # where to run
                    bits: int | None = None, # 8 or 4: load the base quantized with bitsandbytes (a 1B model on a T4)
-                  ):
+                  ) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     "The LM and tokenizer to solve ARC with, with a starting adapter merged into the weights."
     from peft import PeftModel
     if adapter == "default": adapter = default_adapter_dir() if model is None else None
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise TTTLabError(f"no peft adapter at {adapter}; run `tttlab arc finetune` or pass --adapter none")
-    if bits is None: lm, tok = load_lm(model, device)
-    else:
-        from tttlab.lora import load_lm_low_bit
-        lm, tok = load_lm_low_bit(model, bits, device)
+    lm, tok = load_lm(model, device) if bits is None else load_lm_low_bit(model, bits, device)
     if adapter is None: return lm, tok
     return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload().eval(), tok
 
@@ -420,7 +416,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     p.add_argument("--rank", type=int, default=8); p.add_argument("--alpha", type=float, default=16.0)
     p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--per-task", type=positive_int, default=4, help="augmented copies of each training task")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=get_args(Precision), default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     model, tok = load_lm(args.model)
@@ -445,7 +441,7 @@ def solve_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.learning_rate); p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--cap", type=int, default=d.cap, help="leave-one-out sequences per task")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
+    p.add_argument("--precision", choices=get_args(Precision), default=d.precision)
     p.add_argument("--bits", type=int, choices=(4, 8), default=None, help="load the base model quantized (bitsandbytes, CUDA)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per task as it finishes, so a partial run is kept")
@@ -457,7 +453,9 @@ def _single_view_solved(views: list[list[Grid | None]], # per test input, every 
     "Whether the identity view alone (plain greedy decoding) solves `task`."
     return task_solved([[v[0]] if v and v[0] is not None else [] for v in views], task.test_outputs)
 
-def solve_main(argv: list[str] | None = None, out=print) -> int:
+def solve_main(argv: list[str] | None = None, # the command-line arguments; None reads sys.argv
+               out: Callable[[str], None] = print, # where lines go
+              ) -> int:
     "`tttlab arc solve --method llm-ttt`: solve ARC tasks and print per-task lines and a summary."
     args = solve_parser().parse_args(argv)
     with checked_settings("impossible solver settings", ArcLLMSettingsError):

@@ -70,7 +70,7 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'ranked_costs', 'random_program', 'synthetic_task',
            'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide',
            'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
-           'train_guide_main', 'guide_quality', 'chain_ranks', 'put_first']
+           'read_programs', 'train_guide_main', 'guide_quality', 'chain_ranks', 'put_first']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -135,19 +135,19 @@ def _ranked_fg(g: Grid, bg: int) -> list[int]:
 
 # %% ../nbs/06b_arc_search.ipynb #7fce3763
 @primitive("geometry")
-def rot90(g, ctx): return valid(np.rot90(g, 1))
+def rot90(g: Grid, ctx: Context) -> Grid | None: return valid(np.rot90(g, 1))
 @primitive("geometry")
-def rot180(g, ctx): return valid(np.rot90(g, 2))
+def rot180(g: Grid, ctx: Context) -> Grid | None: return valid(np.rot90(g, 2))
 @primitive("geometry")
-def rot270(g, ctx): return valid(np.rot90(g, 3))
+def rot270(g: Grid, ctx: Context) -> Grid | None: return valid(np.rot90(g, 3))
 @primitive("geometry")
-def flip_lr(g, ctx): return valid(g[:, ::-1])
+def flip_lr(g: Grid, ctx: Context) -> Grid | None: return valid(g[:, ::-1])
 @primitive("geometry")
-def flip_ud(g, ctx): return valid(g[::-1])
+def flip_ud(g: Grid, ctx: Context) -> Grid | None: return valid(g[::-1])
 @primitive("geometry")
-def transpose(g, ctx): return valid(g.T)
+def transpose(g: Grid, ctx: Context) -> Grid | None: return valid(g.T)
 @primitive("geometry")
-def antitranspose(g, ctx): return valid(g[::-1, ::-1].T)
+def antitranspose(g: Grid, ctx: Context) -> Grid | None: return valid(g[::-1, ::-1].T)
 
 def _moved(a: np.ndarray, dy: int, dx: int, fill: int) -> np.ndarray:
     "`a` moved by (dy, dx): entry (y, x) holds a[y - dy, x - dx]; what comes in from outside is `fill`."
@@ -158,13 +158,13 @@ def _moved(a: np.ndarray, dy: int, dx: int, fill: int) -> np.ndarray:
 def _shift(g, ctx, dy, dx): return valid(_moved(g, dy, dx, ctx.bg))
 
 @primitive("geometry")
-def shift_up(g, ctx): return _shift(g, ctx, -1, 0)
+def shift_up(g: Grid, ctx: Context) -> Grid | None: return _shift(g, ctx, -1, 0)
 @primitive("geometry")
-def shift_down(g, ctx): return _shift(g, ctx, 1, 0)
+def shift_down(g: Grid, ctx: Context) -> Grid | None: return _shift(g, ctx, 1, 0)
 @primitive("geometry")
-def shift_left(g, ctx): return _shift(g, ctx, 0, -1)
+def shift_left(g: Grid, ctx: Context) -> Grid | None: return _shift(g, ctx, 0, -1)
 @primitive("geometry")
-def shift_right(g, ctx): return _shift(g, ctx, 0, 1)
+def shift_right(g: Grid, ctx: Context) -> Grid | None: return _shift(g, ctx, 0, 1)
 
 
 
@@ -176,35 +176,35 @@ def _bbox(mask):
     return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 @primitive("crop")
-def crop_content(g, ctx):
+def crop_content(g: Grid, ctx: Context) -> Grid | None:
     b = _bbox(g != ctx.bg)
     return None if b is None else valid(g[b[0]:b[1], b[2]:b[3]])
 @primitive("crop")
-def pad_border(g, ctx): return valid(np.pad(g, 1, constant_values=ctx.bg))
+def pad_border(g: Grid, ctx: Context) -> Grid | None: return valid(np.pad(g, 1, constant_values=ctx.bg))
 @primitive("crop")
-def strip_border(g, ctx): return valid(g[1:-1, 1:-1]) if min(g.shape) >= 3 else None
+def strip_border(g: Grid, ctx: Context) -> Grid | None: return valid(g[1:-1, 1:-1]) if min(g.shape) >= 3 else None
 @primitive("crop")
-def top_half(g, ctx): return valid(g[:g.shape[0] // 2])
+def top_half(g: Grid, ctx: Context) -> Grid | None: return valid(g[:g.shape[0] // 2])
 @primitive("crop")
-def bottom_half(g, ctx): return valid(g[(g.shape[0] + 1) // 2:])
+def bottom_half(g: Grid, ctx: Context) -> Grid | None: return valid(g[(g.shape[0] + 1) // 2:])
 @primitive("crop")
-def left_half(g, ctx): return valid(g[:, :g.shape[1] // 2])
+def left_half(g: Grid, ctx: Context) -> Grid | None: return valid(g[:, :g.shape[1] // 2])
 @primitive("crop")
-def right_half(g, ctx): return valid(g[:, (g.shape[1] + 1) // 2:])
+def right_half(g: Grid, ctx: Context) -> Grid | None: return valid(g[:, (g.shape[1] + 1) // 2:])
 @primitive("crop")
-def drop_empty_lines(g, ctx):
+def drop_empty_lines(g: Grid, ctx: Context) -> Grid | None:
     keep = g != ctx.bg
     r, c = keep.any(1), keep.any(0)
     return valid(g[r][:, c]) if r.any() else None
 @primitive("crop")
-def period_tile(g, ctx):
+def period_tile(g: Grid, ctx: Context) -> Grid | None:
     "The smallest tile whose repetition makes the grid (None when the grid is its own tile)."
     h, w = g.shape
     py = next(p for p in range(1, h + 1) if np.array_equal(g[p:], g[:h - p]))
     px = next(p for p in range(1, w + 1) if np.array_equal(g[:, p:], g[:, :w - p]))
     return valid(g[:py, :px]) if (py, px) != (h, w) else None
 @primitive("crop")
-def dedupe_lines(g, ctx):
+def dedupe_lines(g: Grid, ctx: Context) -> Grid | None:
     r = np.r_[True, (g[1:] != g[:-1]).any(1)]
     g = g[r]
     c = np.r_[True, (g[:, 1:] != g[:, :-1]).any(0)]
@@ -214,108 +214,108 @@ def dedupe_lines(g, ctx):
 
 # %% ../nbs/06b_arc_search.ipynb #166f5458
 @primitive("tile")
-def tile_2x2(g, ctx): return valid(np.tile(g, (2, 2)))
+def tile_2x2(g: Grid, ctx: Context) -> Grid | None: return valid(np.tile(g, (2, 2)))
 @primitive("tile")
-def tile_1x2(g, ctx): return valid(np.tile(g, (1, 2)))
+def tile_1x2(g: Grid, ctx: Context) -> Grid | None: return valid(np.tile(g, (1, 2)))
 @primitive("tile")
-def tile_2x1(g, ctx): return valid(np.tile(g, (2, 1)))
+def tile_2x1(g: Grid, ctx: Context) -> Grid | None: return valid(np.tile(g, (2, 1)))
 @primitive("tile")
-def tile_3x3(g, ctx): return valid(np.tile(g, (3, 3)))
+def tile_3x3(g: Grid, ctx: Context) -> Grid | None: return valid(np.tile(g, (3, 3)))
 @primitive("tile")
-def mirror_lr(g, ctx): return valid(np.hstack([g, g[:, ::-1]]))
+def mirror_lr(g: Grid, ctx: Context) -> Grid | None: return valid(np.hstack([g, g[:, ::-1]]))
 @primitive("tile")
-def mirror_ud(g, ctx): return valid(np.vstack([g, g[::-1]]))
+def mirror_ud(g: Grid, ctx: Context) -> Grid | None: return valid(np.vstack([g, g[::-1]]))
 @primitive("tile")
-def mirror_4(g, ctx):
+def mirror_4(g: Grid, ctx: Context) -> Grid | None:
     top = np.hstack([g, g[:, ::-1]])
     return valid(np.vstack([top, top[::-1]]))
 @primitive("tile")
-def self_kron(g, ctx):
+def self_kron(g: Grid, ctx: Context) -> Grid | None:
     "Each foreground cell of g becomes a copy of g; each background cell a blank block."
     if g.size > 30 * 30 or g.shape[0] ** 2 > 30 or g.shape[1] ** 2 > 30: return None
     return valid(np.where(np.kron(g != ctx.bg, np.ones_like(g, dtype=bool)), np.kron(np.ones_like(g), g), ctx.bg))
 @primitive("tile")
-def self_kron_inverse(g, ctx):
+def self_kron_inverse(g: Grid, ctx: Context) -> Grid | None:
     if g.shape[0] ** 2 > 30 or g.shape[1] ** 2 > 30: return None
     return valid(np.where(np.kron(g == ctx.bg, np.ones_like(g, dtype=bool)), np.kron(np.ones_like(g), g), ctx.bg))
 @primitive("scale")
-def upscale_2(g, ctx): return valid(g.repeat(2, 0).repeat(2, 1))
+def upscale_2(g: Grid, ctx: Context) -> Grid | None: return valid(g.repeat(2, 0).repeat(2, 1))
 @primitive("scale")
-def upscale_3(g, ctx): return valid(g.repeat(3, 0).repeat(3, 1))
+def upscale_3(g: Grid, ctx: Context) -> Grid | None: return valid(g.repeat(3, 0).repeat(3, 1))
 @primitive("scale")
-def downscale_2(g, ctx): return valid(g[::2, ::2]) if g.shape[0] % 2 == 0 and g.shape[1] % 2 == 0 else None
+def downscale_2(g: Grid, ctx: Context) -> Grid | None: return valid(g[::2, ::2]) if g.shape[0] % 2 == 0 and g.shape[1] % 2 == 0 else None
 @primitive("scale")
-def downscale_3(g, ctx): return valid(g[::3, ::3]) if g.shape[0] % 3 == 0 and g.shape[1] % 3 == 0 else None
+def downscale_3(g: Grid, ctx: Context) -> Grid | None: return valid(g[::3, ::3]) if g.shape[0] % 3 == 0 and g.shape[1] % 3 == 0 else None
 
 
 
 # %% ../nbs/06b_arc_search.ipynb #241dec5d
 @primitive("colour")
-def keep_major(g, ctx):
+def keep_major(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.where(g == r[0], g, ctx.bg)) if r else None
 @primitive("colour")
-def keep_minor(g, ctx):
+def keep_minor(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.where(g == r[-1], g, ctx.bg)) if r else None
 @primitive("colour")
-def erase_major(g, ctx):
+def erase_major(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.where(g == r[0], ctx.bg, g)) if r else None
 @primitive("colour")
-def erase_minor(g, ctx):
+def erase_minor(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.where(g == r[-1], ctx.bg, g)) if r else None
 @primitive("colour")
-def paint_major(g, ctx):
+def paint_major(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.where(g != ctx.bg, r[0], g)) if r else None
 @primitive("colour")
-def paint_minor(g, ctx):
+def paint_minor(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.where(g != ctx.bg, r[-1], g)) if r else None
 @primitive("colour")
-def swap_top2(g, ctx):
+def swap_top2(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     if len(r) < 2: return None
     lut = np.arange(10, dtype=np.int8); lut[r[0]], lut[r[1]] = r[1], r[0]
     return valid(lut[g])
 @primitive("colour")
-def invert_fg(g, ctx):
+def invert_fg(g: Grid, ctx: Context) -> Grid | None:
     "Background and the major colour trade places."
     r = _ranked_fg(g, ctx.bg)
     if not r: return None
     lut = np.arange(10, dtype=np.int8); lut[r[0]], lut[ctx.bg] = ctx.bg, r[0]
     return valid(lut[g])
 @primitive("colour")
-def fg_to_new(g, ctx): return valid(np.where(g != ctx.bg, ctx.fg, g))
+def fg_to_new(g: Grid, ctx: Context) -> Grid | None: return valid(np.where(g != ctx.bg, ctx.fg, g))
 @primitive("colour")
-def bg_to_new(g, ctx): return valid(np.where(g == ctx.bg, ctx.fg, g))
+def bg_to_new(g: Grid, ctx: Context) -> Grid | None: return valid(np.where(g == ctx.bg, ctx.fg, g))
 @primitive("count")
-def major_1x1(g, ctx):
+def major_1x1(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.array([[r[0]]])) if r else None
 @primitive("count")
-def minor_1x1(g, ctx):
+def minor_1x1(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.array([[r[-1]]])) if r else None
 @primitive("count")
-def colours_by_count(g, ctx):
+def colours_by_count(g: Grid, ctx: Context) -> Grid | None:
     "A column of the foreground colours, most common first."
     r = _ranked_fg(g, ctx.bg)
     return valid(np.array(r)[:, None]) if r else None
 @primitive("count")
-def histogram(g, ctx):
+def histogram(g: Grid, ctx: Context) -> Grid | None:
     "One row per foreground colour (most common first), as many cells long as it has cells."
     r, c = _ranked_fg(g, ctx.bg), colour_counts(g)
     if not r or c[r[0]] > 30: return None
     return valid(np.where(np.arange(c[r[0]])[None, :] < c[r][:, None], np.array(r)[:, None], ctx.bg))
 @primitive("count")
-def count_fg_row(g, ctx):
+def count_fg_row(g: Grid, ctx: Context) -> Grid | None:
     n = int((g != ctx.bg).sum())
     return valid(np.full((1, n), ctx.fg)) if 1 <= n <= 30 else None
 @primitive("count")
-def count_colours_row(g, ctx):
+def count_colours_row(g: Grid, ctx: Context) -> Grid | None:
     r = _ranked_fg(g, ctx.bg)
     return valid(np.full((1, len(r)), ctx.fg)) if r else None
 
@@ -346,15 +346,15 @@ def objects(g: Grid, # the grid
     return objs
 
 @primitive("objects", tout="objs")
-def objs_colour(g, ctx): return objects(g, ctx.bg, False, False) or None
+def objs_colour(g: Grid, ctx: Context) -> list[Obj] | None: return objects(g, ctx.bg, False, False) or None
 @primitive("objects", tout="objs")
-def objs_colour_diag(g, ctx): return objects(g, ctx.bg, False, True) or None
+def objs_colour_diag(g: Grid, ctx: Context) -> list[Obj] | None: return objects(g, ctx.bg, False, True) or None
 @primitive("objects", tout="objs")
-def objs_multi(g, ctx): return objects(g, ctx.bg, True, False) or None
+def objs_multi(g: Grid, ctx: Context) -> list[Obj] | None: return objects(g, ctx.bg, True, False) or None
 @primitive("objects", tout="objs")
-def objs_multi_diag(g, ctx): return objects(g, ctx.bg, True, True) or None
+def objs_multi_diag(g: Grid, ctx: Context) -> list[Obj] | None: return objects(g, ctx.bg, True, True) or None
 @primitive("objects", tout="objs")
-def objs_by_colour(g, ctx):
+def objs_by_colour(g: Grid, ctx: Context) -> list[Obj] | None:
     "All the cells of each foreground colour as one object, touching or not."
     objs = []
     for c in (c for c in range(10) if c != ctx.bg and (g == c).any()):
@@ -363,7 +363,7 @@ def objs_by_colour(g, ctx):
         objs.append(Obj(int(r0), int(c0), m, np.where(m, c, ctx.bg).astype(np.int8), g.shape, ctx.bg))
     return sorted(objs, key=lambda o: (o.top, o.left)) or None
 @primitive("objects", tout="objs")
-def cells_between_lines(g, ctx):
+def cells_between_lines(g: Grid, ctx: Context) -> list[Obj] | None:
     "The panels of a grid cut by full lines of one colour, as objects."
     full_r = (g == g[:, :1]).all(1) & (g[:, 0] != ctx.bg)
     full_c = (g == g[:1, :]).all(0) & (g[0, :] != ctx.bg)
@@ -410,51 +410,51 @@ for _n, _key, _largest in [("largest", lambda o: o.size, True), ("smallest", lam
     primitive("select", "objs", name=f"crop_{_n}")(_pick(_key, _largest))
 
 @primitive("select", "objs")
-def crop_unique_colour(objs, ctx):
+def crop_unique_colour(objs: list[Obj], ctx: Context) -> Grid | None:
     "The one object whose colour set no other object shares."
     keys = [tuple(np.unique(o.colours[o.mask])) for o in objs]
     c = Counter(keys); hits = [o for o, k in zip(objs, keys) if c[k] == 1]
     return valid(hits[0].colours) if len(hits) == 1 else None
 @primitive("select", "objs")
-def crop_unique_shape(objs, ctx):
+def crop_unique_shape(objs: list[Obj], ctx: Context) -> Grid | None:
     keys = [_shape_key(o) for o in objs]
     c = Counter(keys); hits = [o for o, k in zip(objs, keys) if c[k] == 1]
     return valid(hits[0].colours) if len(hits) == 1 else None
 @primitive("select", "objs")
-def crop_common_shape(objs, ctx):
+def crop_common_shape(objs: list[Obj], ctx: Context) -> Grid | None:
     keys = [_shape_key(o) for o in objs]
     (k, n), = Counter(keys).most_common(1)
     return valid(next(o for o, kk in zip(objs, keys) if kk == k).colours) if n > 1 else None
 @primitive("select", "objs")
-def keep_largest(objs, ctx):
+def keep_largest(objs: list[Obj], ctx: Context) -> Grid | None:
     m = max(o.size for o in objs)
     return paint([o for o in objs if o.size == m], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def keep_smallest(objs, ctx):
+def keep_smallest(objs: list[Obj], ctx: Context) -> Grid | None:
     m = min(o.size for o in objs)
     return paint([o for o in objs if o.size == m], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def drop_largest(objs, ctx):
+def drop_largest(objs: list[Obj], ctx: Context) -> Grid | None:
     m = max(o.size for o in objs)
     return paint([o for o in objs if o.size != m], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def drop_smallest(objs, ctx):
+def drop_smallest(objs: list[Obj], ctx: Context) -> Grid | None:
     m = min(o.size for o in objs)
     return paint([o for o in objs if o.size != m], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def drop_singletons(objs, ctx): return paint([o for o in objs if o.size > 1], objs[0].canvas, objs[0].bg)
+def drop_singletons(objs: list[Obj], ctx: Context) -> Grid | None: return paint([o for o in objs if o.size > 1], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def recolour_largest(objs, ctx):
+def recolour_largest(objs: list[Obj], ctx: Context) -> Grid | None:
     m = max(o.size for o in objs)
     return paint([o if o.size != m else Obj(o.top, o.left, o.mask, np.where(o.mask, ctx.fg, o.bg).astype(np.int8), o.canvas, o.bg)
                   for o in objs], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def recolour_smallest(objs, ctx):
+def recolour_smallest(objs: list[Obj], ctx: Context) -> Grid | None:
     m = min(o.size for o in objs)
     return paint([o if o.size != m else Obj(o.top, o.left, o.mask, np.where(o.mask, ctx.fg, o.bg).astype(np.int8), o.canvas, o.bg)
                   for o in objs], objs[0].canvas, objs[0].bg)
 @primitive("select", "objs")
-def recolour_by_size(objs, ctx):
+def recolour_by_size(objs: list[Obj], ctx: Context) -> Grid | None:
     "Each object painted with colour = its size (capped at 9): a colour map afterwards can name the sizes."
     return paint([Obj(o.top, o.left, o.mask, np.where(o.mask, min(o.size, 9), o.bg).astype(np.int8), o.canvas, o.bg)
                   for o in objs], objs[0].canvas, objs[0].bg)
@@ -465,15 +465,15 @@ def _fill_bboxes(objs, colour: Callable[[Obj], int]):
         view[view == o.bg] = colour(o)
     return valid(out)
 @primitive("select", "objs")
-def fill_bboxes(objs, ctx):
+def fill_bboxes(objs: list[Obj], ctx: Context) -> Grid | None:
     "Fill each object's bounding box with the new colour where it is background."
     return _fill_bboxes(objs, lambda o: ctx.fg)
 @primitive("select", "objs")
-def fill_bboxes_own(objs, ctx):
+def fill_bboxes_own(objs: list[Obj], ctx: Context) -> Grid | None:
     "Fill each object's bounding box with the object's most common colour where it is background."
     return _fill_bboxes(objs, lambda o: int(np.bincount(o.colours[o.mask], minlength=10).argmax()))
 @primitive("select", "objs")
-def outline_bboxes(objs, ctx):
+def outline_bboxes(objs: list[Obj], ctx: Context) -> Grid | None:
     "Draw a box in the new colour one cell around each object."
     out = paint(objs, objs[0].canvas, objs[0].bg)
     H, W = out.shape
@@ -485,22 +485,22 @@ def outline_bboxes(objs, ctx):
         out[ring & (out == o.bg)] = ctx.fg
     return valid(out)
 @primitive("count", "objs")
-def count_objs_row(objs, ctx): return valid(np.full((1, len(objs)), ctx.fg)) if len(objs) <= 30 else None
+def count_objs_row(objs: list[Obj], ctx: Context) -> Grid | None: return valid(np.full((1, len(objs)), ctx.fg)) if len(objs) <= 30 else None
 @primitive("count", "objs")
-def count_objs_col(objs, ctx): return valid(np.full((len(objs), 1), ctx.fg)) if len(objs) <= 30 else None
+def count_objs_col(objs: list[Obj], ctx: Context) -> Grid | None: return valid(np.full((len(objs), 1), ctx.fg)) if len(objs) <= 30 else None
 @primitive("select", "objs", "objs")
-def objs_without_singletons(objs, ctx): return [o for o in objs if o.size > 1] or None
+def objs_without_singletons(objs: list[Obj], ctx: Context) -> list[Obj] | None: return [o for o in objs if o.size > 1] or None
 @primitive("select", "objs", "objs")
-def objs_by_size(objs, ctx):
+def objs_by_size(objs: list[Obj], ctx: Context) -> list[Obj] | None:
     "The objects, largest first."
     return sorted(objs, key=lambda o: -o.size)
 @primitive("select", "objs", "grid")
-def stack_objs_h(objs, ctx):
+def stack_objs_h(objs: list[Obj], ctx: Context) -> Grid | None:
     "The objects' boxes side by side (when they share a height)."
     if len({o.mask.shape[0] for o in objs}) != 1: return None
     return valid(np.hstack([o.colours for o in objs]))
 @primitive("select", "objs", "grid")
-def stack_objs_v(objs, ctx):
+def stack_objs_v(objs: list[Obj], ctx: Context) -> Grid | None:
     if len({o.mask.shape[1] for o in objs}) != 1: return None
     return valid(np.vstack([o.colours for o in objs]))
 
@@ -527,19 +527,19 @@ def _complete(g, ctx, img):
     return valid(np.where(g == ctx.bg, img, g)) if img.shape == g.shape else None
 
 @primitive("symmetry")
-def complete_lr(g, ctx): return _complete(g, ctx, g[:, ::-1])
+def complete_lr(g: Grid, ctx: Context) -> Grid | None: return _complete(g, ctx, g[:, ::-1])
 @primitive("symmetry")
-def complete_ud(g, ctx): return _complete(g, ctx, g[::-1])
+def complete_ud(g: Grid, ctx: Context) -> Grid | None: return _complete(g, ctx, g[::-1])
 @primitive("symmetry")
-def complete_diag(g, ctx): return _complete(g, ctx, g.T) if g.shape[0] == g.shape[1] else None
+def complete_diag(g: Grid, ctx: Context) -> Grid | None: return _complete(g, ctx, g.T) if g.shape[0] == g.shape[1] else None
 @primitive("symmetry")
-def complete_rot(g, ctx):
+def complete_rot(g: Grid, ctx: Context) -> Grid | None:
     if g.shape[0] != g.shape[1]: return None
     out = g.copy()
     for k in (1, 2, 3): out = np.where(out == ctx.bg, np.rot90(g, k), out)
     return valid(out)
 @primitive("symmetry")
-def complete_4(g, ctx):
+def complete_4(g: Grid, ctx: Context) -> Grid | None:
     out = np.where(g == ctx.bg, g[:, ::-1], g)
     return valid(np.where(out == ctx.bg, out[::-1], out))
 
@@ -549,23 +549,23 @@ def _gravity(g, ctx, axis, toward_end):
     return valid(np.take_along_axis(g, order, axis))
 
 @primitive("gravity")
-def fall_down(g, ctx): return _gravity(g, ctx, 0, True)
+def fall_down(g: Grid, ctx: Context) -> Grid | None: return _gravity(g, ctx, 0, True)
 @primitive("gravity")
-def fall_up(g, ctx): return _gravity(g, ctx, 0, False)
+def fall_up(g: Grid, ctx: Context) -> Grid | None: return _gravity(g, ctx, 0, False)
 @primitive("gravity")
-def fall_right(g, ctx): return _gravity(g, ctx, 1, True)
+def fall_right(g: Grid, ctx: Context) -> Grid | None: return _gravity(g, ctx, 1, True)
 @primitive("gravity")
-def fall_left(g, ctx): return _gravity(g, ctx, 1, False)
+def fall_left(g: Grid, ctx: Context) -> Grid | None: return _gravity(g, ctx, 1, False)
 
 @primitive("fill")
-def fill_enclosed(g, ctx):
+def fill_enclosed(g: Grid, ctx: Context) -> Grid | None:
     "Background cells that cannot reach the border (4-connected) get the new colour."
     lab, _ = ndimage.label(g == ctx.bg, _FOUR)
     border = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     enclosed = (lab > 0) & ~np.isin(lab, border)
     return valid(np.where(enclosed, ctx.fg, g)) if enclosed.any() else None
 @primitive("fill")
-def outline_only(g, ctx):
+def outline_only(g: Grid, ctx: Context) -> Grid | None:
     "Keep only the edge cells of each shape; interiors become background."
     fg = g != ctx.bg
     inner = ndimage.binary_erosion(fg, _FOUR, border_value=0)
@@ -576,12 +576,12 @@ def _lone(g: Grid, bg: int) -> np.ndarray:
     return fg & (ndimage.convolve(fg.astype(np.int8), np.ones((3, 3), np.int8), mode="constant") == 1)
 
 @primitive("fill")
-def drop_isolated(g, ctx):
+def drop_isolated(g: Grid, ctx: Context) -> Grid | None:
     "Remove foreground cells with no foreground neighbour (8-connected): noise."
     lone = _lone(g, ctx.bg)
     return valid(np.where(lone, ctx.bg, g)) if lone.any() else None
 @primitive("fill")
-def halo(g, ctx):
+def halo(g: Grid, ctx: Context) -> Grid | None:
     "Background cells next to (8-connected) the foreground get the new colour."
     fg = g != ctx.bg
     ring = ndimage.binary_dilation(fg, _EIGHT) & ~fg
@@ -611,17 +611,17 @@ def _connect(g, ctx, axis):
     return valid(out)
 
 @primitive("lines")
-def rays_h(g, ctx): return _rays(g, ctx, 1)
+def rays_h(g: Grid, ctx: Context) -> Grid | None: return _rays(g, ctx, 1)
 @primitive("lines")
-def rays_v(g, ctx): return _rays(g, ctx, 0)
+def rays_v(g: Grid, ctx: Context) -> Grid | None: return _rays(g, ctx, 0)
 @primitive("lines")
-def connect_h(g, ctx): return _connect(g, ctx, 1)
+def connect_h(g: Grid, ctx: Context) -> Grid | None: return _connect(g, ctx, 1)
 @primitive("lines")
-def connect_v(g, ctx): return _connect(g, ctx, 0)
+def connect_v(g: Grid, ctx: Context) -> Grid | None: return _connect(g, ctx, 0)
 @primitive("lines")
-def connect_hv(g, ctx): return _connect(_connect(g, ctx, 1), ctx, 0)
+def connect_hv(g: Grid, ctx: Context) -> Grid | None: return _connect(_connect(g, ctx, 1), ctx, 0)
 @primitive("lines")
-def rays_diag(g, ctx):
+def rays_diag(g: Grid, ctx: Context) -> Grid | None:
     "From each foreground cell, diagonal lines in its colour over the background (at most 30 sources)."
     ys, xs = np.nonzero(g != ctx.bg)
     if len(ys) > 30: return None
@@ -760,12 +760,12 @@ for _n, _d in _DIRS.items():
     primitive("relations", name=f"shoot_{_n}")(functools.partial(_shoot, dirs=[_d]))
 
 @primitive("relations")
-def shoot_cross(g, ctx):
+def shoot_cross(g: Grid, ctx: Context) -> Grid | None:
     "From every single-cell object, rays in all four directions up to the first obstacle."
     return _shoot(g, ctx, list(_DIRS.values()))
 
 @primitive("relations")
-def connect_diag(g, ctx):
+def connect_diag(g: Grid, ctx: Context) -> Grid | None:
     "Join pairs of same-coloured cells on a diagonal by filling the background between them (at most 40 cells a colour)."
     out = g.copy()
     for c in np.flatnonzero(colour_counts(g)):
@@ -1173,13 +1173,13 @@ def fit_task(fitter: Callable, task: Task) -> tuple[list[Fit], bool]:
     rules = fitter([i for i, _ in task.train], [o for _, o in task.train], list(task.test_inputs), task_context(task)) or []
     return rules, bool(rules) and task.test_outputs is not None and task_solved([[p] for p in rules[0].predictions], task.test_outputs, 1)
 
-def fit_constant(cands, targets, tests, ctx) -> list[Fit]:
+def fit_constant(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Every demonstration has the same output."
     if all(np.array_equal(targets[0], t) for t in targets[1:]) and len(targets) > 1:
         return [Fit("constant", [targets[0].copy() for _ in tests], 1)]
     return []
 
-def fit_mosaic(cands, targets, tests, ctx) -> list[Fit]:
+def fit_mosaic(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The output as a grid of blocks, each a fixed symmetry of the input (or blank)."
     ratios = {(t.shape[0] / c.shape[0], t.shape[1] / c.shape[1]) for c, t in zip(cands, targets)}
     if len(ratios) != 1: return []
@@ -1203,7 +1203,7 @@ def fit_mosaic(cands, targets, tests, ctx) -> list[Fit]:
     if any(p is None for p in preds): return []
     return [Fit(f"mosaic{a}x{b}[{','.join(plan)}]", preds)]
 
-def fit_resize(cands, targets, tests, ctx) -> list[Fit]:
+def fit_resize(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Scale by the demonstrations' whole-number ratio (up by repetition; down by every k-th cell or a block's colour) or tile to their one output size, up to a symmetry or colour map."
     ratios = {(t.shape[0] / c.shape[0], t.shape[1] / c.shape[1]) for c, t in zip(cands, targets)}
     a, b = ratios.pop() if len(ratios) == 1 else (0, 0)  # no common ratio: only the fixed output size is left
@@ -1251,7 +1251,7 @@ def grid_counts(g: Grid, bg: int) -> dict[str, int]:
         out[f"shapes_{mode}"] = len({_shape_key(o) for o in objs})
     return out
 
-def fit_count(cands, targets, tests, ctx) -> list[Fit]:
+def fit_count(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "A small output that reports a property of the input: looked up in a table of whole outputs, or drawn as N cells (a bar, a square or a diagonal); properties vote."
     ins = [grid_counts(g, ctx.bg) for g in list(cands) + list(tests)]
     n, votes = len(cands), {}
@@ -1369,7 +1369,7 @@ def cell_features(g: Grid, # the grid
 
 _COPY_FROM = (0, *range(9, 17), 23, 24, 26, 27, 32, 33, 34, *range(37, 41), 47, 48, 49)  # colour-valued features an output cell may copy: its own, a ray's, its row's or column's, the one it lies between, its neighbours', the nearest, the line's end cells, the nearest end
 
-def fit_local_rule(cands, targets, tests, ctx,
+def fit_local_rule(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context,
                    max_extra: int = 3, # most features besides the cell's colour
                    seconds: float = 1.0, # time limit
                    unseen: bool = False, # instead: at most two features, and test cells with unseen values keep their colour
@@ -1477,7 +1477,7 @@ def tree_predict(t: tuple, X: np.ndarray) -> np.ndarray:
 
 _KEEP = 100  # label offset: 100 + j means "copy feature j" (j = 0: keep the cell's colour)
 
-def fit_cell_tree(cands, targets, tests, ctx) -> list[Fit]:
+def fit_cell_tree(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "A guess for same-size tasks: every output cell from a decision tree over its cell features that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     X = np.concatenate([cell_features(c, ctx.bg) for c in cands]); y = np.concatenate([t.ravel() for t in targets]).astype(np.int64)
@@ -1522,7 +1522,7 @@ def _splits(g: Grid, # the grid
             if g.shape[axis] % k == 0: out[f"strips{k}_{axis}"] = np.stack(np.split(g, k, axis))
     return out
 
-def fit_panel_rule(cands, targets, tests, ctx) -> list[Fit]:
+def fit_panel_rule(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The output as a cell-by-cell function of equal panels of the input (AND, OR, XOR, overlays, in any colours), learned from the demonstrations."
     window = targets[0].shape if len({t.shape for t in targets}) == 1 else None
     splits, kinds = _cut_all(functools.partial(_splits, window=window), cands, tests, ctx.bg)
@@ -1554,7 +1554,7 @@ def colour_by_key(g: Grid, # the grid
     if s.shape[0] % k.shape[0] or s.shape[1] % k.shape[1]: return None
     return valid(np.where(s != bg, k.repeat(s.shape[0] // k.shape[0], 0).repeat(s.shape[1] // k.shape[1], 1), bg))
 
-def fit_colour_by_key(cands, targets, tests, ctx) -> list[Fit]:
+def fit_colour_by_key(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The largest panel coloured through the most colourful one, when that redraws every demonstration."
     outs = [colour_by_key(g, ctx.bg) for g in list(cands) + list(tests)]
     if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
@@ -1580,7 +1580,7 @@ def complete_panels(g: Grid, # the grid
         view[hole] = lines[0] if in_line_colour else tpl[hole]
     return _changed(out, g)
 
-def fit_panel_template(cands, targets, tests, ctx) -> list[Fit]:
+def fit_panel_template(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Panels completed to the fullest one's shape, in the line colour or the template's, that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -1610,7 +1610,7 @@ def recolour_by_aligned(g: Grid, # the grid
             out[ys + o.top, xs + o.left] = colours[0]
     return _changed(out, g)
 
-def fit_aligned_keys(cands, targets, tests, ctx) -> list[Fit]:
+def fit_aligned_keys(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Objects recoloured by the key in line with them (same columns or same rows), when that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -1656,7 +1656,7 @@ def fill_by_symmetry(g: Grid, # the grid
         if not (out == hole).any(): return valid(out.reshape(g.shape))
     return None
 
-def fit_fill_holes(cands, targets, tests, ctx) -> list[Fit]:
+def fit_fill_holes(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "A colour that every input has and no output has marks holes; fill them by symmetry (the output is the grid or the hole's box)."
     if len(cands) != len(targets): return []
     holes = [c for c in range(10) if all((g == c).any() for g in list(cands) + list(tests)) and not any((t == c).any() for t in targets)]
@@ -1738,7 +1738,7 @@ def minor_centre(g: Grid, # the grid
     r0, r1, c0, c1 = _bbox(g == ranked[-1])
     return int(r0 + r1 - 1), int(c0 + c1 - 1)
 
-def fit_symmetrise(cands, targets, tests, ctx) -> list[Fit]:
+def fit_symmetrise(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "A shape completed under a symmetry group about its own best centre (or the least common colour's), maybe in a new colour, that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # only the background may change
@@ -1780,7 +1780,7 @@ def extend_period(g: Grid, # the grid
     if (table[key[known]] != flat[known]).any(): return None
     return valid(np.where(known | (table[key] < 0), flat, table[key]).reshape(g.shape).astype(np.int8))
 
-def fit_periodic(cands, targets, tests, ctx) -> list[Fit]:
+def fit_periodic(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The background (or a colour only the inputs have) painted by the pattern the rest repeats: what repeats and its period are learned from the demonstrations."
     if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
     holes = [ctx.bg] + [k for k in range(10) if k != ctx.bg and all((g == k).any() for g in cands) and not any((t == k).any() for t in targets)]
@@ -1820,7 +1820,7 @@ def rows_like_template(g: Grid, bg: int) -> Grid | None:
         r[:] = lut[full[0]]
     return _changed(out, g)
 
-def fit_continue(cands, targets, tests, ctx) -> list[Fit]:
+def fit_continue(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Each grid's motif continued by its own smallest period in one direction (or rows completed like the full one), redrawing every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -1890,7 +1890,7 @@ def _select(props: np.ndarray, j: int, op: str) -> int | None:
         hit = np.flatnonzero(v == (v.max() if op == "max" else v.min()))
     return int(hit[0]) if len(hit) == 1 else None
 
-def fit_pieces(cands, targets, tests, ctx) -> list[Fit]:
+def fit_pieces(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The output is one piece of the input, picked by a property (largest, smallest, odd one out, has a colour), then maybe turned or recoloured."
     tables, kinds = _cut_all(pieces, cands, tests, ctx.bg)
     out, n, dots = [], len(cands), all(t.shape == (1, 1) for t in targets)  # a one-cell output may be a piece's colour
@@ -1938,7 +1938,7 @@ def _object_props(g: Grid, objs: Sequence[Obj]) -> np.ndarray:
                       int(o.size == o.mask.size and o.mask.shape[0] == o.mask.shape[1])]
                      + [(t >> c) & 1 for c in range(10)] for o in objs], np.int64)
 
-def fit_object_recolour(cands, targets, tests, ctx) -> list[Fit]:
+def fit_object_recolour(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Each object (or background region) painted one colour, or left as it is, according to one or two of its properties; the rest of the grid is unchanged."
     if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
     for mode, (multi, diag) in {"colour": (False, False), "multi": (True, False), "colour8": (False, True), "multi8": (True, True), "regions": (False, False)}.items():
@@ -2023,7 +2023,7 @@ def normalised(fitter: Callable) -> Callable:
     return fit
 
 # %% ../nbs/06b_arc_search.ipynb #0f6610c6
-def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
+def fit_blocks(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "An output of h·h × w·w cells whose (i, j) block is the input or blank, as a local rule on the input's cell (i, j) (or on its colours ranked by count) decides."
     choice, blank_colour = [], int(np.argmax(sum(colour_counts(t) for t in targets)))  # blank blocks: the outputs' background
     for c, t in zip(cands, targets):
@@ -2048,7 +2048,7 @@ def fit_blocks(cands, targets, tests, ctx) -> list[Fit]:
 RAY_SETS = {**{d: (d,) for d in _EIGHT_DIRS}, "ns": ("n", "s"), "we": ("w", "e"), "cross": ("n", "s", "w", "e"),
             "diagonals": ("nw", "ne", "sw", "se"), "star": tuple(_EIGHT_DIRS)}  # the direction sets a ray rule may use
 
-def fit_rays(cands, targets, tests, ctx) -> list[Fit]:
+def fit_rays(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Rays drawn from chosen source cells in chosen directions, with a stopping rule and a colour, that redraw every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or all(np.array_equal(c, t) for c, t in zip(cands, targets)): return []
     grids, n = list(cands) + list(tests), len(cands)
@@ -2089,7 +2089,7 @@ def elbow(g: Grid, # the grid
         if out[y, x] == bg: out[y, x] = colour
     return valid(out)
 
-def fit_elbows(cands, targets, tests, ctx) -> list[Fit]:
+def fit_elbows(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "An L-shaped path in the one colour the outputs add, between the one cells of two colours, that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     added = _added(cands, targets)
@@ -2120,7 +2120,7 @@ def bounce(g: Grid, # the grid
             if out[y, x] == bg: out[y, x] = c
     return valid(out)
 
-def fit_bounces(cands, targets, tests, ctx) -> list[Fit]:
+def fit_bounces(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Diagonal rays from single pixels, bouncing off two opposite walls, that redraw every demonstration up to a colour map."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -2151,7 +2151,7 @@ def corner_sources(g: Grid, # the grid
         if o.mask[y, x] and o.colours[y, x] == colour: m[o.top + y, o.left + x] = True
     return m
 
-def fit_corner_rays(cands, targets, tests, ctx) -> list[Fit]:
+def fit_corner_rays(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Diagonal rays from objects' corners, in directions learned per colour, that redraw every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # only the background may change
@@ -2194,7 +2194,7 @@ def shoot_from_odd_cells(g: Grid, # the grid
                 yy, xx = yy + dy, xx + dx
     return _changed(out, g)
 
-def fit_odd_cell_rays(cands, targets, tests, ctx) -> list[Fit]:
+def fit_odd_cell_rays(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Rays from each object's odd-coloured cells, outward or through the object, that redraw every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -2229,7 +2229,7 @@ def shoot_diagonal_tails(g: Grid, # the grid
         while inside(y, x) and g[y, x] == bg: out[y, x], y, x = c, y + dy, x + dx
     return None if np.array_equal(out, g) else out
 
-def fit_diagonal_tails(cands, targets, tests, ctx) -> list[Fit]:
+def fit_diagonal_tails(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Diagonal rays from objects' tails or from the open corners of three-cell Ls, that redraw every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -2251,7 +2251,7 @@ def fill_between_corners(g: Grid, # the grid
             out[y1 + 1:y2, x1 + 1:x2] = colour
     return None if np.array_equal(out, g) else out
 
-def fit_corner_fill(cands, targets, tests, ctx) -> list[Fit]:
+def fit_corner_fill(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The inside of every rectangle marked by four same-coloured corner cells, filled with the one colour the outputs add."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets) or len(added := _added(cands, targets)) != 1: return []
     k = added.pop()
@@ -2272,7 +2272,7 @@ def trails(g: Grid, # the grid
     canvas[y:y + h, x:x + w] = g
     return None if (canvas != bg).sum() > 60 else draw_rays(canvas, bg, canvas != bg, [direction], True)
 
-def fit_trails(cands, targets, tests, ctx) -> list[Fit]:
+def fit_trails(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Every foreground cell trails a ray in one direction, on a canvas a whole number of times the input's size, that redraws every demonstration."
     scales = {(t.shape[0] // c.shape[0], t.shape[1] // c.shape[1]) for c, t in zip(cands, targets)}
     if len(scales) != 1 or min(scale := scales.pop()) < 1 or _same_all(cands, targets): return []
@@ -2318,7 +2318,7 @@ def attract_to_walls(g: Grid, # the grid
         else: out[y, i - 1 if x < i else i + 1] = g[y, x]
     return valid(out)
 
-def fit_attract(cands, targets, tests, ctx) -> list[Fit]:
+def fit_attract(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Cells drawn to the wall of their colour; whether cells without a wall stay is learned from the demonstrations."
     if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
     for keep in (False, True):
@@ -2367,7 +2367,7 @@ def _learn_stamps(cands, targets, objs, keys, bg: int, radius: int) -> dict:
         return cnt.most_common(1)[0][0]
     return {k: {d: rule(s) for d, s in st.items()} for k, st in seen.items()}
 
-def fit_stamps(cands, targets, tests, ctx) -> list[Fit]:
+def fit_stamps(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Each object paints a pattern around itself (and may recolour itself), learned per kind of object from the demonstrations."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n, votes = list(cands) + list(tests), len(cands), {}
@@ -2476,7 +2476,7 @@ def paint_seed_stamps(g: Grid, # the grid
         painted[mark] = paint[mark]
     return np.where((g == bg) & (painted >= 0), painted, g).astype(np.int8)
 
-def fit_seed_stamps(cands, targets, tests, ctx) -> list[Fit]:
+def fit_seed_stamps(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Lone seed cells each paint a pattern around them, as far as the grid goes, continued along the steps it repeats by."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grids, n = list(cands) + list(tests), len(cands)
@@ -2507,7 +2507,7 @@ def fill_empty_windows(g: Grid, # the grid
         if not taken[y:y + h, x:x + w].any(): taken[y:y + h, x:x + w] = True
     return np.where(taken, colour, g).astype(np.int8)
 
-def fit_empty_windows(cands, targets, tests, ctx) -> list[Fit]:
+def fit_empty_windows(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Empty windows of one size, found in noise, filled with the one colour the outputs add."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets) or len(added := _added(cands, targets)) != 1: return []
     k, grids, n = added.pop(), list(cands) + list(tests), len(cands)
@@ -2534,7 +2534,7 @@ def assemble_corners(g: Grid, # the grid
         out[qy:qy + h, qx:qx + w] = o.colours
     return out
 
-def fit_assemble_corners(cands, targets, tests, ctx) -> list[Fit]:
+def fit_assemble_corners(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Four corner pieces put together as a frame, as every demonstration shows."
     outs = [assemble_corners(g, ctx.bg) for g in list(cands) + list(tests)]
     if any(o is None for o in outs) or not _same_all(outs[:len(cands)], targets): return []
@@ -2563,7 +2563,7 @@ def paint_lattice(small: Grid, # one colour per panel
     if small.shape != (ri.max() + 1, ci.max() + 1): return None
     return valid(np.where((ri[:, None] >= 0) & (ci[None, :] >= 0), small[ri][:, ci], s))
 
-def fit_search(cands, targets, tests, ctx,
+def fit_search(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context,
                seconds: float = 1.5, # time limit
                name: str = "search", # what its rules are called
                **kw, # more arguments for `search`
@@ -2578,7 +2578,7 @@ def fit_search(cands, targets, tests, ctx,
         if len(out) == 2: break
     return out
 
-def fit_lattice(cands, targets, tests, ctx,
+def fit_lattice(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context,
                 seconds: float = 1.5, # the search's time on the small grids
                ) -> list[Fit]:
     "A task drawn on lattices of one-colour panels, solved by a search on the grids of panel colours (painted back when the outputs keep their inputs' lines)."
@@ -2647,7 +2647,7 @@ def move_objects(g: Grid, # the grid
         canvas[free] = g[free]
     return valid(canvas)
 
-def fit_moves(cands, targets, tests, ctx) -> list[Fit]:
+def fit_moves(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Objects (all, of one colour, or all but the largest) moved or copied: slid until blocked, jumped by their size, or drawn toward an anchor."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     grows = [colour_counts(t) - colour_counts(c) for c, t in zip(cands, targets)]
@@ -2697,7 +2697,7 @@ def complete_templates(g: Grid, # the grid
         view[m & (view == bg)] = c[m & (view == bg)]
     return valid(out)
 
-def fit_templates(cands, targets, tests, ctx) -> list[Fit]:
+def fit_templates(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Partial copies of the largest object completed, as is or turned, when that redraws every demonstration."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     if any(((c != t) & (c != ctx.bg)).any() for c, t in zip(cands, targets)): return []  # completing only paints the background
@@ -2785,7 +2785,7 @@ def extend_canvas(g: Grid, # the grid
         if not before or int((view == 10).sum()) == before: break
     return valid(np.where(view == 10, bg, view).astype(np.int8))
 
-def fit_extend(cands, targets, tests, ctx) -> list[Fit]:
+def fit_extend(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The output is a larger canvas that holds the input and continues it; the canvas size, the input's place and the way it continues are learned."
     if not all(t.shape[0] >= c.shape[0] and t.shape[1] >= c.shape[1] for c, t in zip(cands, targets)) or all(c.shape == t.shape for c, t in zip(cands, targets)): return []
     fills = dict.fromkeys((ctx.bg, 0, ctx.new))  # the colour of cells the input does not reach
@@ -2795,7 +2795,7 @@ def fit_extend(cands, targets, tests, ctx) -> list[Fit]:
             if all(p is not None for p in preds): return [Fit(f"extend[{rule},{mode},{anchor}" + (f",fill {fill}]" if fill != ctx.bg else "]"), preds)]
     return []
 
-def fit_scale_count(cands, targets, tests, ctx) -> list[Fit]:
+def fit_scale_count(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The output is the input scaled up, or tiled, by a number read off the input (its colours, cells, objects), up to a symmetry or a colour map."
     out = []
     for rule, shapes in shape_rules(cands, targets, tests, ctx.bg).items():
@@ -2828,7 +2828,7 @@ def fill_placeholders(g: Grid, # the grid
             done = True
     return valid(out) if done else None
 
-def fit_placeholders(cands, targets, tests, ctx) -> list[Fit]:
+def fit_placeholders(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "One-colour objects are placeholders: each takes the colours of the multicolour object of its shape (as it is, or turned); the templates stay or go."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     for (name, syms), erase in itertools.product({"as is": ("id",), "turned": tuple(_D4)}.items(), (False, True)):
@@ -2874,7 +2874,7 @@ def panel_props(g: Grid, bg: int) -> tuple[np.ndarray, tuple[int, int]] | None:
              int(np.array_equal(p, p[:, ::-1]) or np.array_equal(p, p[::-1]))] for p, n in zip(cells, counts)]
     return np.array(rows, np.int64), (len(spans[0]), len(spans[1]))
 
-def fit_panel_lookup(cands, targets, tests, ctx) -> list[Fit]:
+def fit_panel_lookup(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "One output cell per cell of the input's partition, its colour fixed by one property of that cell or a split of one (`count≥2`), or its commonest colour."
     got = [panel_props(g, ctx.bg) for g in list(cands) + list(tests)]
     if any(x is None for x in got) or any(x[1] != t.shape for x, t in zip(got, targets)): return []
@@ -2918,7 +2918,7 @@ def act_on_cells(g: Grid, bg: int, table: dict[int, str]) -> Grid | None:
     for s, k in keyed: out[s] = _acted(g[s], bg, table[k])
     return valid(out)
 
-def fit_cell_actions(cands, targets, tests, ctx) -> list[Fit]:
+def fit_cell_actions(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The cells of a partition kept, cleared or filled with their colour, by how full each cell is among its grid's cells."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     allowed: dict[int, set] = {}
@@ -2934,7 +2934,7 @@ def fit_cell_actions(cands, targets, tests, ctx) -> list[Fit]:
     if any(p is None for p in preds): return []
     return [Fit("cell_actions[" + ",".join(f"{('emptiest', 'middle', 'fullest')[k]} {a}" for k, a in sorted(table.items())) + "]", preds)]
 
-def fit_cell_summary(cands, targets, tests, ctx) -> list[Fit]:
+def fit_cell_summary(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "The input is cut by lines into cells; the output has one cell per cell, its commonest or rarest colour, up to a symmetry or a colour map."
     if any(t.size >= c.size for c, t in zip(cands, targets)): return []
     out = []
@@ -2958,7 +2958,7 @@ def colour_order(g: Grid, # the grid
         axis = int(spread[1] >= spread[0])
     return sorted(cols, key=lambda c: (pos[axis][g == c].mean(), c)), axis
 
-def fit_colour_order(cands, targets, tests, ctx) -> list[Fit]:
+def fit_colour_order(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "A one-cell-thick output that lists the input's colours by their mean position: a row for left to right, a column for top to bottom."
     if not all(min(t.shape) == 1 for t in targets): return []
     for axis, with_bg in itertools.product((1, 0, None), (False, True)):
@@ -2978,7 +2978,7 @@ def line_modes(g: Grid, axis: int | None) -> Grid | None:
     mode = np.stack([(g == c).sum(axis) for c in range(10)]).argmax(0)
     return valid(np.broadcast_to(np.expand_dims(mode, axis), g.shape).astype(np.int8))
 
-def fit_line_modes(cands, targets, tests, ctx) -> list[Fit]:
+def fit_line_modes(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Noisy stripes cleaned: each column (or row) takes its commonest colour."
     if any(c.shape != t.shape for c, t in zip(cands, targets)): return []
     for axis in (0, 1, None):
@@ -2999,7 +2999,7 @@ def copy_cells(g: Grid, bg: int, plan: Sequence[str] | None) -> Grid | None:
         out[s] = v
     return valid(out)
 
-def fit_cell_copies(cands, targets, tests, ctx) -> list[Fit]:
+def fit_cell_copies(cands: Sequence[Grid], targets: Sequence[Grid], tests: Sequence[Grid], ctx: Context) -> list[Fit]:
     "Every cell of an equal-celled partition becomes a copy of its fullest cell: as it is, or turned by a symmetry learned for each position."
     if any(c.shape != t.shape for c, t in zip(cands, targets)) or _same_all(cands, targets): return []
     if all((p := copy_cells(c, ctx.bg, None)) is not None and np.array_equal(p, t) for c, t in zip(cands, targets)):
@@ -3112,7 +3112,7 @@ class Guide(nn.Module):
         pooled = pooled / torch.bincount(task_index, minlength=n_tasks).clamp(min=1)[:, None]
         return self.head(pooled)
 
-def batch_of(items: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+def batch_of(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     "Collate encoded tasks (canvases, scalars) into one batch."
     canv = torch.cat([c for c, _ in items]); sc = torch.cat([s for _, s in items])
     idx = torch.cat([torch.full((len(c),), n) for n, (c, _) in enumerate(items)])
@@ -3216,7 +3216,7 @@ def train_guide(guide: Guide, # the network, trained in place
     return losses
 
 def synthetic_examples(tasks: Sequence[Task], n: int, names: Sequence[str], seed: int = 0,
-                       with_outputs: bool = False, progress: bool = True):
+                       with_outputs: bool = False, progress: bool = True) -> list[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
     "`n` self-generated (encoded task, label) examples from the inputs of `tasks`."
     rng = np.random.default_rng(seed)
     out, bar = [], tqdm(total=n, desc="synthetic tasks", disable=not progress)
@@ -3384,6 +3384,15 @@ def harvest_programs(tasks: Sequence[Task], seconds: float, progress: bool = Tru
         if good: out[t.id] = list(min(good, key=lambda f: (len(f.program), f.cost)).program)
     return out
 
+def read_programs(path: Path, # a JSON file of harvested programs
+                 ) -> dict[str, list[str]]:
+    "Harvested programs (task id -> its program's step names) from `path`, or a `GuideError` saying what is wrong."
+    try: programs = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: raise GuideError(f"cannot read harvested programs from {path}: {e}") from None
+    if not isinstance(programs, dict) or not all(isinstance(p, list) and all(isinstance(x, str) for x in p) for p in programs.values()):
+        raise GuideError(f"{path} must hold a JSON object mapping task ids to lists of step names")
+    return programs
+
 def train_guide_main(argv: list[str] | None = None) -> int:
     "`tttlab arc train-guide`: train the guide on self-generated tasks and harvested training programs."
     p = argparse.ArgumentParser(prog="tttlab arc train-guide", description="Train the program-search guide on ARC-AGI-1 training tasks only.")
@@ -3400,7 +3409,7 @@ def train_guide_main(argv: list[str] | None = None) -> int:
     _at_least(args, synthetic=2, epochs=1, harvest_seconds=0, harvest_weight=0, threads=1)
     torch.set_num_threads(args.threads); torch.manual_seed(args.seed)
     train = load_tasks("training", "arcagi")
-    if args.programs is not None and args.programs.is_file(): programs = json.loads(args.programs.read_text())
+    if args.programs is not None and args.programs.is_file(): programs = read_programs(args.programs)
     else:
         programs = harvest_programs(train, args.harvest_seconds, not args.quiet) if args.harvest_seconds > 0 else {}
         if args.programs is not None: write_json(args.programs, programs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from .models import TTTLabError
 
@@ -50,7 +50,7 @@ class CommandUnavailable(TTTLabError):
     "The command's module, or a package it needs, is not installed."
 
 def load_entry(cmd: Command,  # where the entry point lives
-              ):
+              ) -> Callable[[list[str]], int]:
     "Import `cmd`'s module and return its entry point, or raise `CommandUnavailable` saying what is missing."
     try: mod = importlib.import_module(cmd.module)
     except ModuleNotFoundError as e:

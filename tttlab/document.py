@@ -113,6 +113,17 @@ class ConstraintError(DocumentError):
 class DocumentValidator:
     "Check a file against `DocumentConstraints` before learning from it."
 
+    def __init__(self, accept_repaired: bool = False,  # accept a damaged PDF that MuPDF repairs (see `PDFParser`)
+                ):
+        self.parser = PDFParser(accept_repaired)
+
+    def check_size(self, n_bytes: int,  # the file's size
+                   constraints: DocumentConstraints | None = None,  # limits; defaults to `DocumentConstraints()`
+                  ) -> None:
+        "Raise `ConstraintError` when a file of `n_bytes` is over `max_bytes`."
+        c = constraints or DocumentConstraints()
+        if n_bytes > c.max_bytes: raise ConstraintError(f"the file has {n_bytes:,} bytes, which exceeds max_bytes={c.max_bytes:,}")
+
     def check(self, file_bytes: bytes,  # the file's contents (PDF or UTF-8 text)
               constraints: DocumentConstraints | None = None,  # limits; defaults to `DocumentConstraints()`
               password: str | None = None,  # for an encrypted PDF
@@ -120,14 +131,13 @@ class DocumentValidator:
         "Return the file's text and page count, or raise a `DocumentError` for the first problem found."
         c = constraints or DocumentConstraints()
         if not file_bytes: raise DocumentError("the file is empty (0 bytes); choose the file again")
-        if len(file_bytes) > c.max_bytes:
-            raise ConstraintError(f"the file has {len(file_bytes):,} bytes, which exceeds max_bytes={c.max_bytes:,}")
+        self.check_size(len(file_bytes), c)
         if is_pdf(file_bytes):
-            with PDFParser().open(file_bytes, password) as doc:
+            with self.parser.open(file_bytes, password) as doc:
                 if doc.page_count > c.max_pages:
                     raise ConstraintError(f"the PDF has {doc.page_count} pages, which exceeds max_pages={c.max_pages}; "
                                           "split it or raise max_pages")
-            text, pages = PDFParser().parse(file_bytes, password)
+            text, pages = self.parser.parse(file_bytes, password)
         else: text, pages = decode_text(file_bytes), 1
         if len(text.strip()) < c.min_chars:
             raise ConstraintError(f"the text is too short to learn from: {len(text.strip())} characters, "
@@ -273,16 +283,19 @@ def load_document(source: str | Path | bytes,  # a path to a PDF, .txt or .md fi
                   name: str | None = None,  # name to record as the source
                   password: str | None = None,  # for an encrypted PDF
                   views: list[View] = (),  # study views to attach to each chunk (see `study_views`)
+                  accept_repaired: bool = False,  # learn what MuPDF recovers from a damaged PDF instead of refusing it
                  ) -> Document:
     "Read, validate, parse and chunk a document, with the study views asked for."
+    validator = DocumentValidator(accept_repaired)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file(): raise DocumentError(f"no such file: {path}")
         if path.suffix.lower() not in TEXT_SUFFIXES | {".pdf"}:
             raise DocumentError(f"unsupported file type {path.suffix!r}; pass a .pdf, .txt or .md file")
+        validator.check_size(path.stat().st_size, constraints)  # before reading a file that may not fit in memory
         data, name = path.read_bytes(), name or path.name
     else: data = source
-    text, pages = DocumentValidator().check(data, constraints, password)
+    text, pages = validator.check(data, constraints, password)
     title = text.strip().split("\n", 1)[0][:200]
     chunks = DocumentChunker(tokenizer, chunk_size).chunk(text)
     for c in chunks: c.views = study_views(c.text, tokenizer, list(views), title) if views else []

@@ -85,7 +85,9 @@ class LaCTUpdater:
         self.params = [getattr(blocks[i].mlp, n).weight for i in self.layer_ids for n in MLP_MATRICES]
         for p in self.params: p.requires_grad_(True)
         self.initial = [p.detach().clone() for p in self.params]
-        self.row_norms = [p.norm(dim=1, keepdim=True) for p in self.initial]
+        # half weights move by less than their rounding step: they take each update through an fp32 master copy
+        self.master = [p.detach().float() if p.dtype in (torch.float16, torch.bfloat16) else p for p in self.params]
+        self.row_norms = [w.detach().norm(dim=1, keepdim=True) for w in self.master]
         self.cache = PrefixCache(model, self.layer_ids[0], self.config.precision, self.lact.focus)
         self.scaler = LossScale(compute_dtype(self.cache.device, self.config.precision) == torch.float16)
         self.skipped_updates, self._bad, self.passes, self._anchor, self.unit_masks = 0, False, {}, None, None
@@ -162,23 +164,24 @@ class LaCTUpdater:
 
     @torch.no_grad()
     def apply_update(self) -> bool:
-        "Take one step with the accumulated gradient; False (and nothing changes) when it was NaN or Inf."
-        grads = [p.grad for p in self.params]
-        ok = not self._bad and all(g is not None for g in grads) and self.scaler.unscale(self.params)
-        if ok:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-            for i, (p, g, n0) in enumerate(zip(self.params, grads, self.row_norms)):
-                mask = self._unit_mask(i)
-                before = p.detach().clone() if mask is not None else None
+        "Take one step with the accumulated gradient, in fp32 on the master weights; False (and nothing changes) when it was NaN or Inf."
+        grads = None if self._bad or any(p.grad is None for p in self.params) else self.scaler.unscale(self.params)
+        if grads is not None:
+            for w, g in zip(self.master, grads): w.grad = g  # fp32 gradients on the fp32 weights, clipped together
+            torch.nn.utils.clip_grad_norm_(self.master, self.config.max_grad_norm)
+            for i, (p, w, n0) in enumerate(zip(self.params, self.master, self.row_norms)):
+                mask, g = self._unit_mask(i), w.grad
+                before = w.detach().clone() if mask is not None else None
                 if mask is not None: g = g * mask
                 step = self.orthogonalise(g) * max(1, p.shape[0] / p.shape[1]) ** 0.5 if self.lact.muon else g
-                p -= self.config.learning_rate * step.to(p.dtype)
-                if self.lact.keep_norm: p *= n0 / (p.norm(dim=1, keepdim=True) + 1e-12)
-                if mask is not None: p.copy_(torch.where(mask, p, before))  # the other units stay exactly as they were
+                w -= self.config.learning_rate * step
+                if self.lact.keep_norm: w *= n0 / (w.norm(dim=1, keepdim=True) + 1e-12)
+                if mask is not None: w.copy_(torch.where(mask, w, before))  # the other units stay exactly as they were
+                if w is not p: p.copy_(w)  # a half weight takes its master, rounded
         else: self.skipped_updates += 1
-        for p in self.params: p.grad = None
+        for p, w in zip(self.params, self.master): p.grad = w.grad = None
         self._bad = False
-        return ok
+        return grads is not None
 
     def orthogonalise(self, g: torch.Tensor) -> torch.Tensor:
         "Newton-Schulz orthogonalisation of `g` (a big share of an update): in the autocast precision when half (on a CPU bf16 only), else fp32."
@@ -203,8 +206,8 @@ class LaCTUpdater:
 
     @torch.no_grad()
     def reset(self) -> None:
-        "Restore the pretrained fast weights bit for bit, a fresh loss scale and skip count, and forget cached chunks."
-        for p, p0 in zip(self.params, self.initial): p.copy_(p0); p.grad = None
+        "Restore the pretrained fast weights (and their master copies) bit for bit, a fresh loss scale and skip count, and forget cached chunks."
+        for p, w, p0 in zip(self.params, self.master, self.initial): p.copy_(p0); w.copy_(p0); p.grad = w.grad = None
         self.cache.clear()
         self.scaler, self.skipped_updates = LossScale(self.scaler.enabled), 0
         self._bad, self.passes, self.unit_masks = False, {}, None
@@ -219,8 +222,8 @@ class LaCTUpdater:
             for p, w in zip(self.params, learned): p.data = w
 
     def weight_delta(self) -> float:
-        "Norm of the change of the fast weights since the start."
-        return weight_change(self.params, self.initial)
+        "Norm of the change of the fast weights (their fp32 masters) since the start."
+        return weight_change(self.master, self.initial)
 
 # %% ../nbs/03_lact.ipynb #bd89753f
 class EmptyDocumentError(TTTLabError):
@@ -263,10 +266,13 @@ class TTTTrainer:
                           document: Document,  # a chunked document (see `tttlab.document.load_document`)
                           callback: Callable[[int, int, float], None] | None = None,  # gets (step, total, loss)
                          ) -> LearningMetrics:
-        "Learn every chunk of `document`, `epochs` times; return what was measured."
+        "Learn every chunk of `document` that has a token to predict (two or more tokens), `epochs` times; return what was measured."
         if not document.chunks: raise EmptyDocumentError("the document has no chunks; chunk it first (load_document does)")
-        chunks = [torch.tensor([c.token_ids]) for c in document.chunks]
-        views = [c.views for c in document.chunks]  # passed only when a chunk has some, so older strategies still fit
+        learnable = [c for c in document.chunks if c.n_tokens > 1]  # a single token has no next token to predict
+        if not learnable: raise EmptyDocumentError("every chunk of the document is a single token, so there is nothing "
+                                                   "to predict; chunk it with a chunk_size of 2 or more")
+        chunks = [torch.tensor([c.token_ids]) for c in learnable]
+        views = [c.views for c in learnable]  # passed only when a chunk has some, so older strategies still fit
         total, tracker = len(chunks) * self.config.epochs, MetricsTracker()
         for step in range(total):
             ids, v = chunks[step % len(chunks)], views[step % len(chunks)]

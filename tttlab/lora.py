@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
+import transformers
 from torch import nn
 from pydantic import Field, NonNegativeFloat, PositiveInt
 from tqdm.auto import tqdm
@@ -132,8 +134,8 @@ def peft_config(model: torch.nn.Module,  # the base model the adapter is for
 def add_lora(model: torch.nn.Module,  # the base model; peft adds the adapter layers to it in place
              lora: LoRAConfig | None = None,  # adapter shape; defaults to `LoRAConfig()`
              adapter_name: str = "default",  # name of the first adapter
-            ):
-    "Wrap `model` with a fresh, trainable LoRA adapter; every base weight is frozen."
+            ) -> nn.Module:
+    "Wrap `model` with a fresh, trainable LoRA adapter, as a `peft.PeftModel`; every base weight is frozen."
     from peft import get_peft_model
     try: return get_peft_model(model, peft_config(model, lora), adapter_name=adapter_name)
     except ValueError as e:  # peft's message for target modules that match nothing
@@ -453,9 +455,15 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 class NaiveLoRA:
     "The reference LoRA fine-tune as a strategy: r=16 on all projections, 20 Adam steps over 256-token pieces, fp32 adapters."
-    def __init__(self, model: nn.Module, config: LearningConfig | None = None, rank: int = 16, steps: int = 20,
-                 piece: int = 256, lr: float = 1e-3):
-        self.model, self.config, self.steps, self.piece, self.lr = model, config, steps, piece, lr
+    def __init__(self, model: nn.Module,  # a causal LM; its projections are wrapped in place and frozen
+                 config: LearningConfig | None = None,  # precision (for the fp16 GradScaler) and epochs; None: the defaults
+                 rank: int = 16,  # rank of every adapter
+                 steps: int = 20,  # Adam steps per chunk
+                 piece: int = 256,  # tokens per step's piece of the chunk
+                 lr: float = 1e-3,  # Adam's learning rate
+                ):
+        self.model, self.steps, self.piece, self.lr = model, steps, piece, lr
+        self.config = config or LearningConfig(strategy="naive-lora")
         for p in model.parameters(): p.requires_grad_(False)
         self.layers = []
         for blk in decoder_layers(model):
@@ -466,6 +474,7 @@ class NaiveLoRA:
         self.params = [p for l in self.layers for p in (l.A, l.B)]
         self.initial = [p.detach().clone() for p in self.params]
         self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.scaler = make_scaler(next(model.parameters()).device, self.config.precision)
         self.skipped_updates = 0
 
     def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
@@ -477,9 +486,9 @@ class NaiveLoRA:
         for step in range(self.steps):
             ids = pieces[step % len(pieces)]
             loss = self.model(ids, labels=ids).loss
-            self.opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss): self.skipped_updates += 1; continue
-            loss.backward(); self.opt.step(); losses.append(float(loss.detach()))
+            if not backward(loss, self.scaler): self.skipped_updates += 1; continue
+            losses.append(float(loss.detach()))
+            if not optimizer_step(self.opt, self.params, self.scaler): self.skipped_updates += 1  # unclipped, as the reference is
         return losses[0] if losses else float("nan")
 
     @torch.no_grad()
@@ -487,6 +496,7 @@ class NaiveLoRA:
         "Put the adapters back to their initial values, bit for bit, with a fresh optimiser."
         for p, p0 in zip(self.params, self.initial): p.copy_(p0)
         self.opt = torch.optim.Adam(self.params, lr=self.lr)
+        self.scaler = make_scaler(next(self.model.parameters()).device, self.config.precision)
         self.skipped_updates = 0
 
     def disabled(self) -> contextlib.AbstractContextManager[None]:
@@ -833,7 +843,7 @@ def load_lm_low_bit(name_or_path: str | Path | None = None,  # a safetensors fol
                     bits: Literal[4, 8] = 8,  # 8-bit (LLM.int8) or 4-bit (NF4) weights
                     device: str | torch.device | None = None,  # defaults to CUDA when present, else CPU
                     fallback: bool = False,  # without bitsandbytes, warn and load unquantized instead of raising
-                   ):
+                   ) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     "Load a causal LM with 8- or 4-bit weights through bitsandbytes; return (model, tokenizer)."
     if bits not in (4, 8): raise QuantizationUnavailableError(f"bits must be 4 or 8, not {bits}")
     path = Path(name_or_path) if name_or_path is not None else default_model_dir()
@@ -1129,9 +1139,8 @@ class TrainingOrchestrator:
 # %% ../nbs/04_lora.ipynb #3398a64d
 def training_report(result: TrainResult,  # what `TrainingOrchestrator.fit` returned
                     title: str = "training run",  # the figure's and table's title
-                   ):
+                   ) -> tuple[str, go.Figure]:
     "A markdown summary and a plotly figure (losses, metrics, throughput, memory) of an orchestrated run."
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     h = result.history
     rows = [("steps", result.steps), ("stopped", result.stop_reason), ("seconds", f"{result.seconds:.1f}"),

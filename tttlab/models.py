@@ -13,9 +13,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Literal, Protocol, runtime_checkable
+from typing import Annotated, Callable, ContextManager, Iterator, Literal, Protocol, runtime_checkable
 
 import torch
+import transformers  # a lazy module: it loads nothing until a name in it is used
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 # %% auto #0
@@ -34,8 +35,8 @@ class ModelNotFoundError(TTTLabError):
 
 # %% ../nbs/00_models.ipynb #5b9e8e79
 class LabModel(BaseModel):
-    "Base of the lab's models: unknown fields are errors and assignments are validated."
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    "Base of the lab's models: unknown fields are errors, assignments are validated, and NaN and Inf survive JSON."
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, ser_json_inf_nan="constants")
 
 @contextlib.contextmanager
 def checked_settings(what: str, # how the message starts, e.g. "impossible training settings"
@@ -134,7 +135,7 @@ class LearningMetrics(LabModel):
 class Question(LabModel):
     "A question about a document, with the strings that count as a correct answer."
     question: str = Field(min_length=1)
-    answers: list[str] = Field(default_factory=list, description="accepted answers; any one, as a substring, is correct")
+    answers: list[Annotated[str, Field(pattern=r"\S")]] = Field(default_factory=list, description="accepted answers (each with a non-space character); any one, as a substring, is correct")
     cloze: str | None = Field(None, description="verbatim sentence prefix whose continuation is the answer")
 
     def is_correct(self, reply: str) -> bool:
@@ -269,7 +270,7 @@ def default_model_dir(gguf: Path | None = None,  # GGUF file to convert; default
 
 # %% ../nbs/00_models.ipynb #e71e6504
 def load_tokenizer(name_or_path: str | Path | None = None,  # HF id or local folder; None for the offline default
-                  ):
+                  ) -> transformers.PreTrainedTokenizerBase:
     "Load only the tokenizer of a model, resolved as `load_lm` resolves it."
     from transformers import AutoTokenizer
     kw = {}
@@ -287,7 +288,7 @@ def load_tokenizer(name_or_path: str | Path | None = None,  # HF id or local fol
 def load_lm(name_or_path: str | Path | None = None,  # HF id or local folder; None for the offline default
             device: str | torch.device | None = None,  # defaults to CUDA when present, else CPU
             dtype: torch.dtype | None = None,  # weight dtype; defaults to fp32 on CPU, the GPU's half precision on CUDA
-           ):
+           ) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     "Load a causal LM and its tokenizer: an explicit model, else the cached default, else the default's GGUF."
     from transformers import AutoModelForCausalLM
     dev = pick_device(device)
@@ -300,7 +301,7 @@ def load_lm(name_or_path: str | Path | None = None,  # HF id or local folder; No
     return model.to(dev).eval(), load_tokenizer(path)
 
 # %% ../nbs/00_models.ipynb #b34d2f94
-def tiny_llama(vocab_size: int = 512, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0):
+def tiny_llama(vocab_size: int = 512, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0) -> transformers.LlamaForCausalLM:
     "A tiny random Llama causal LM, for tests and lessons that must run in seconds."
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)

@@ -21,9 +21,10 @@ import zlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple, Sequence
+from typing import Callable, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -144,7 +145,7 @@ def file_chunks(text: str, # the file's source text
                 tokenizer, # a Hugging Face tokenizer
                 chunk_size: int = 256, # tokens per chunk
                 max_chunks: int | None = None, # keep at most this many chunks from the start of the file
-                min_tokens: int = 32, # drop a trailing chunk shorter than this
+                min_tokens: int = 32, # drop a trailing chunk shorter than this (or than `chunk_size`, if that is smaller)
                ) -> list[tuple[list[int], str]]:
     "The file cut into (token ids, text) chunks of `chunk_size` tokens."
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -152,7 +153,7 @@ def file_chunks(text: str, # the file's source text
     out = []
     for s in range(0, len(ids), chunk_size):
         piece = ids[s:s + chunk_size]
-        if len(piece) < min_tokens or (max_chunks is not None and len(out) >= max_chunks): break
+        if len(piece) < min(min_tokens, chunk_size) or (max_chunks is not None and len(out) >= max_chunks): break
         out.append((piece, text[offs[s][0]:offs[s + len(piece) - 1][1]]))
     return out
 
@@ -601,6 +602,7 @@ class BudgetTracker:
                  guard: bool | GuardMode = False, # 'file' (or True): no file overspends; 'stream': a running budget over all files
                  carry: float = 0.0, # with the 'stream' guard, how far (in cost units) spending may run ahead of the budget
                 ):
+        if not carry >= 0: raise PonderError(f"a carry of {carry}; the stream guard's allowance must be 0 or more cost units")
         self.n, self.budget, self.guard, self.carry = n.clamp_min(1).float(), check_budget(budget), guard_mode(guard), carry
         self.spent, self.last, self.ema = torch.zeros(len(n)), torch.zeros(len(n)), None
         self.stream_spent, self.stream_count = 0.0, 0
@@ -645,7 +647,6 @@ class Rollout:
     obs: torch.Tensor  # [E, T, 32]
     actions: torch.Tensor  # [E, T] long
     cost: torch.Tensor  # [E, T]
-    allowed: torch.Tensor  # [E, T, 4] actions the guard allowed
 
 Chooser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [E, 32], allowed [E, 4]) -> actions [E]
 
@@ -671,7 +672,7 @@ def rollout(eps: Episodes, # the files
         else: a = choose(obs[:, t], allowed[:, t])
         a = torch.where(allowed[:, t].gather(1, a[:, None])[:, 0] & eps.mask[:, t], a, torch.zeros_like(a))
         acts[:, t], costs[:, t] = a, tracker.book(a, eps.mask[:, t])
-    return Rollout(obs, acts, costs, allowed)
+    return Rollout(obs, acts, costs)
 
 # %% ../nbs/05_policy_ppo.ipynb #206871cb
 class MethodResult(LabModel):
@@ -741,8 +742,7 @@ class ThresholdGate(LabModel):
         loss, gain = eps.loss[eps.mask], eps.gain()[eps.mask]
         best = None
         for a in range(1, len(ACTIONS)):
-            share = min(1.0, (budget - COSTS[0]) / (COSTS[a] - COSTS[0]))
-            k = int(math.floor(share * len(loss) + 1e-9))  # chunks we can afford to update
+            k = int(math.floor(random_share(budget, a) * len(loss) + 1e-9))  # chunks we can afford to update
             thr = float("inf") if k == 0 else float(loss.sort(descending=True).values[k - 1]) - 1e-6
             g = gain[loss > thr, a].sum().item()
             if best is None or g > best[0]: best = (g, cls(action=a, threshold=thr))
@@ -857,6 +857,11 @@ def _bisect(cost: Callable[[float], float], budget: float, lo: float, hi: float,
         lo, hi = (mid, hi) if cost(mid) > budget + 1e-9 else (lo, mid)
     return hi
 
+def _feature_std(x: torch.Tensor) -> torch.Tensor:
+    "Each feature's standard deviation over the decisions [N, 28] a model is fitted on; `EmptyCorpusError` for fewer than two."
+    if len(x) < 2: raise EmptyCorpusError(f"{len(x)} training decision(s); a fit needs at least 2 (use more files or more chunks per file)")
+    return x.std(0).clamp_min(1e-6)
+
 class GainModel(nn.Module):
     "A model of each action's gain over SKIP from the 28 static features, acting by a price fitted to a budget."
     bounds = (0.0, 10.0)  # where the price is searched
@@ -866,7 +871,7 @@ class GainModel(nn.Module):
         for k, v in (("mean", torch.zeros(28)), ("std", torch.ones(28)), ("price", torch.tensor(0.0))): self.register_buffer(k, v)
 
     def _fit_standardiser(self, x: torch.Tensor) -> None:
-        self.mean.copy_(x.mean(0)); self.std.copy_(x.std(0).clamp_min(1e-6))
+        self.mean.copy_(x.mean(0)); self.std.copy_(_feature_std(x))
 
     def _standardise(self, static: torch.Tensor) -> torch.Tensor:
         return (static - self.mean.to(static.dtype)) / self.std.to(static.dtype)
@@ -1097,7 +1102,7 @@ class PonderPolicy(nn.Module):
         "Standardise the static features and the loss EMA with the statistics of `eps` (the budget features are in [0, 1])."
         x = eps.static[eps.mask]
         mean, std = torch.zeros(N_FEATURES), torch.ones(N_FEATURES)
-        mean[_STATIC], std[_STATIC] = x.mean(0), x.std(0).clamp_min(1e-6)
+        mean[_STATIC], std[_STATIC] = x.mean(0), _feature_std(x)
         ema, ppl = FEATURE_NAMES.index("loss_ema"), FEATURE_NAMES.index("log_ppl")
         mean[ema], std[ema] = mean[ppl], std[ppl]
         self.mean.copy_(mean); self.std.copy_(std)
@@ -1238,7 +1243,7 @@ def sampled_actions(policy: PonderPolicy, # the trained policy
         return rollout(eps, _sample(policy), budget, guard, carry).actions
 
 @contextlib.contextmanager
-def single_thread():
+def single_thread() -> Iterator[None]:
     "Run torch on one thread: a 32-64-64 MLP gains nothing from more, and a busy machine makes extra threads spin."
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -1278,7 +1283,7 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
     if cfg.warm_start: imitate(policy, opt, GainRegressor().fit(train, budget).choose, train, budget, cfg.warm_start)
     pid = PIDLagrangian(cfg.kp, cfg.ki, cfg.kd, cfg.pid_delay)
     rep = Episodes(*(x.repeat_interleave(cfg.repeats, 0) for x in (train.static, train.loss, train.outcome, train.mask)),
-                   train.paths * cfg.repeats)
+                   [p for p in train.paths for _ in range(cfg.repeats)])
     gains, m = rep.gain(), rep.mask
     hist = {k: [] for k in ("iteration", "gain", "cost", "lambda", "entropy", "val_iteration", "val_gain", "val_cost")}
     best = (-math.inf, None)  # (guarded validation gain, state)
@@ -1373,7 +1378,7 @@ class UpdateThreshold:
 # %% ../nbs/05_policy_ppo.ipynb #30fd0494
 class BudgetPacer:
     "A fitted one-knob rule whose knob is refitted before each decision so that the rule would have spent the budget on all it has seen."
-    def __init__(self, rule, # a fitted `GainModel` or `UpdateThreshold` (anything with `scores`, `decide` and `bounds`)
+    def __init__(self, rule: GainModel | UpdateThreshold, # a fitted rule (anything with `scores`, `decide` and `bounds`)
                  budget: float, # allowed mean cost per chunk
                  prior: torch.Tensor, # [M, 4] the rule's scores on the decisions of the files it was fitted on
                  prior_weight: float = 200.0, # how many decisions the prior counts as, all its rows together
@@ -1384,7 +1389,7 @@ class BudgetPacer:
         self.knobs: list[float] = []
 
     @classmethod
-    def around(cls, rule, # a fitted `GainModel` or `UpdateThreshold`
+    def around(cls, rule: GainModel | UpdateThreshold, # a fitted rule
                eps: Episodes, # the files it was fitted on
                budget: float, # allowed mean cost per chunk
                prior_weight: float = 200.0, # how many decisions the prior counts as
@@ -1548,9 +1553,8 @@ def method_family(name: str) -> str:
 
 def pareto_figure(results: dict[float, Sequence[MethodResult]], # budget -> results at that budget
                   title: str = "PonderTTT: cost vs held-out loss",
-                 ):
+                 ) -> go.Figure:
     "A plotly figure of cost against held-out loss for every method and budget."
-    import plotly.graph_objects as go
     fig, lines = go.Figure(), {}
     for b in sorted(results):
         for r in results[b]: lines.setdefault(method_family(r.method), []).append((r.cost, r.loss, b, r.method))
@@ -1613,16 +1617,18 @@ def _build(a) -> dict:
     from tttlab.models import load_lm
     files = source_files(a.corpus, a.pattern)
     split = split_corpus(files, seed=a.seed, root=a.corpus or stdlib_root()).head(*a.files)
-    model, tok = load_lm(a.model, a.device)
-    desc = f"{a.strategy} lr={a.lr:g} last_k={a.last_k}" + (f" r={a.lora_rank}" if "lora" in a.strategy else "")
-    cache = OutcomeCache(a.root, CacheSettings(model=a.model or "default", strategy=desc, chunk_size=a.chunk_size,
-                                               max_chunks=a.max_chunks, precision=a.precision, horizon=a.horizon, split=split))
     from tttlab.lact import LaCTConfig
     from tttlab.lora import LoRAConfig, make_strategy
+    desc = f"{a.strategy} lr={a.lr:g} last_k={a.last_k}" + (f" r={a.lora_rank}" if "lora" in a.strategy else "")
+    with checked_settings("impossible cache settings", PonderError):  # before the model loads
+        settings = CacheSettings(model=a.model or "default", strategy=desc, chunk_size=a.chunk_size, max_chunks=a.max_chunks,
+                                 precision=a.precision, horizon=a.horizon, split=split)
+        learning = LearningConfig(strategy=a.strategy, chunk_size=a.chunk_size, learning_rate=a.lr, precision=a.precision)
+        lact, lora = LaCTConfig(last_k=a.last_k), LoRAConfig(r=a.lora_rank)
+    model, tok = load_lm(a.model, a.device)
+    cache = OutcomeCache(a.root, settings)
     n = model.config.num_hidden_layers
-    strategy = make_strategy(a.strategy, model, LearningConfig(strategy=a.strategy, chunk_size=a.chunk_size, learning_rate=a.lr,
-                                                               precision=a.precision),
-                             lact=LaCTConfig(last_k=a.last_k), lora=LoRAConfig(r=a.lora_rank, layers=list(range(max(0, n - a.last_k), n))))
+    strategy = make_strategy(a.strategy, model, learning, lact=lact, lora=lora.model_copy(update={"layers": list(range(max(0, n - a.last_k), n))}))
     build_cache(strategy, tok, cache, progress=not a.json)
     recs = {part: [r for f in getattr(split, part) if (r := cache.get(f)) is not None] for part in ("train", "val", "test")}
     n = {part: sum(r.n for r in rs) for part, rs in recs.items()}

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .arc_data import positive_int
 from .document import load_document, sample_pdf_path, sample_questions
 from .lact import Generator, LaCTConfig, TTTTrainer
 from .lora import UnknownStrategyError, make_strategy
@@ -182,10 +183,12 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
 # %% ../nbs/07a_recall.ipynb #d0b9f048
 def print_answers(result: dict, file=None) -> None:
     "The side-by-side answers of a `run_recall` result, one question per block."
-    for r, c in zip(result["answers"], result["cloze"] + [None] * len(result["answers"])):
+    cloze = {c["question"]["question"]: c for c in result["cloze"]}  # only questions with a cloze have one
+    for r in result["answers"]:
         q = Question(**r["question"])
+        c = cloze.get(q.question)
         mark = lambda t: "✓" if q.is_correct(t) else "✗"
-        print(f"\nQ: {q.question}   (expected: {q.answers[0]})", file=file)
+        print(f"\nQ: {q.question}   (expected: {' / '.join(q.answers) or '—'})", file=file)
         print(f"  base       {mark(r['base']['text'])} {r['base']['text'][:90]!r}", file=file)
         print(f"  TTT        {mark(r['ttt']['text'])} {r['ttt']['text'][:90]!r}", file=file)
         if r["in_context"]: print(f"  in context {mark(r['in_context']['text'])} {r['in_context']['text'][:90]!r}", file=file)
@@ -245,7 +248,8 @@ def recall_table(results: list[dict],  # `run_recall` results on one document
         vs = f"{peer['learn_seconds'] / r['learn_seconds']:.2f}×" if peer else "—"
         grow = r["retention_loss_after"] / r["retention_loss_before"] - 1
         reset = "exact" if r["retention_loss_after_reset"] == r["retention_loss_before"] else f"{r['retention_loss_after_reset']:.3f}"
-        return (f"| {r['strategy']}{' (peer)' if r is peer else ''} | {r['qa_ttt']:.0%} | {r['cloze_ttt']:.0%} | "
+        share = lambda x: "—" if x is None else f"{x:.0%}"  # None: no question of that kind
+        return (f"| {r['strategy']}{' (peer)' if r is peer else ''} | {share(r['qa_ttt'])} | {share(r['cloze_ttt'])} | "
                 f"{r['learn_seconds']:.1f} | {r['learn_tokens_per_s']:.1f} | {vs} | "
                 f"{r['retention_loss_before']:.3f} → {r['retention_loss_after']:.3f} ({grow:+.0%}; reset {reset}) |")
     return head + "\n".join(map(row, rows))
@@ -266,7 +270,7 @@ def recall_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=["lact"], type=strategy_names, metavar="S[,S...]",
                    help=f"update strategy, or several separated by commas for one table: {', '.join(RECALL_CONFIGS)} (default: lact)")
     p.add_argument("--model", default=None, help="HF id or local folder (default: the offline SmolLM2-135M-Instruct)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the document (default: each strategy's tuned value)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="passes over the document (default: each strategy's tuned value)")
     p.add_argument("--views", default=None, type=view_names, metavar="V[,V...]",
                    help="study views learned with each chunk: sentences, chat, ask, or none (default: each strategy's tuned value)")
     p.add_argument("--anchor", default=None, type=anchor_weight, metavar="W",
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for name in args.strategy:
         cfg = recall_config(name)
-        if args.epochs: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
+        if args.epochs is not None: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
         if args.views is not None: cfg = cfg.model_copy(update=dict(views=args.views))
         res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs,
                          **(dict(anchor=args.anchor, units=args.units, focus=args.focus) if name == "lact" else {}))

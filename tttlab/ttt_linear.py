@@ -176,7 +176,7 @@ class TTTModel(nn.Module):
         blocks = decoder_layers(model)
         self.layer_ids = resolve_layers(len(blocks), self.config.layers, self.config.last_k)
         d = model.config.hidden_size
-        dev, self.past = next(model.parameters()).device, None
+        dev, self.past, self.context = next(model.parameters()).device, None, None
         for i in self.layer_ids:
             ttt = TTTLinear(d, self.config.hidden_dim or d, d, self.config.inner_lr, self.config.mini_batch,
                             zero_out=self.config.placement == "branch").to(dev)
@@ -205,9 +205,11 @@ class TTTModel(nn.Module):
         for w in self.wrappers: w.learning = value
 
     def forward(self, input_ids: torch.Tensor, use_cache: bool = False, **kw):
-        "Run the LM; with `use_cache` the context is kept for the next call until `clear_context`."
+        "Run the LM; with `use_cache` the context (its tokens and their cache) is kept for the next call until `clear_context`."
         out = self.model(input_ids, past_key_values=self.past if use_cache else None, use_cache=use_cache, **kw)
-        if use_cache: self.past = out.past_key_values
+        if use_cache:
+            self.past = out.past_key_values
+            self.context = input_ids if self.context is None else torch.cat([self.context, input_ids.to(self.context.device)], 1)
         return out
 
     def reset_learning(self) -> None:
@@ -216,17 +218,22 @@ class TTTModel(nn.Module):
 
     def clear_context(self) -> None:
         "Drop any cached past: the next call starts from an empty context."
-        self.past = None
+        self.past, self.context = None, None
 
     def disabled(self) -> ContextManager[None]:
         "A context in which every block runs its pretrained MLP only."
         return switched_off(self.wrappers)
 
     def generate(self, prompt: str | torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0) -> str:
-        "Continue `prompt` (after any kept context), reading the TTT state without changing it."
+        "Continue `prompt` (after any kept context), reading the TTT state and the kept context without changing them."
+        ids = prompt if isinstance(prompt, torch.Tensor) else self.tokenizer(prompt, return_tensors="pt").input_ids
+        if self.context is not None: ids = torch.cat([self.context, ids.to(self.context.device)], 1)
         was, self.learning = self.learning, False
-        try: return generate_text(self.model, self.tokenizer, prompt, max_new_tokens, temperature, self.past)[0]
-        finally: self.learning = was
+        try: return generate_text(self.model, self.tokenizer, ids, max_new_tokens, temperature, self.past)[0]
+        finally:
+            self.learning = was
+            if self.past is not None and (added := self.past.get_seq_length() - self.context.shape[1]):
+                self.past.crop(-added)  # generating extended the kept cache in place; a copy would fail if it has gradients
 
 # %% ../nbs/02_ttt_linear.ipynb #d9cba956
 class PrefixCache:
@@ -369,16 +376,16 @@ class LossScale:
     def backward(self, loss: torch.Tensor) -> None: (loss * self.scale).backward()
 
     @torch.no_grad()
-    def unscale(self, params: list[torch.Tensor]) -> bool:
-        "Divide the gradients by the scale; False (and a halved scale) when any is NaN or Inf, else maybe grow the scale."
-        grads = [p.grad for p in params if p.grad is not None]
+    def unscale(self, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        "The gradients divided by the scale, in fp32 (fp32 ones in place); None (and a halved scale) when any is NaN or Inf, else maybe grow the scale."
+        grads = [p.grad.float() for p in params if p.grad is not None]  # a half gradient is copied: small ones would vanish
         for g in grads: g /= self.scale
         ok = bool(grads) and finite(*grads)
-        if not self.enabled: return ok
-        self.finite_steps = self.finite_steps + 1 if ok else 0
-        if not ok: self.scale /= 2
-        elif self.finite_steps % self.growth_interval == 0: self.scale = min(2 * self.scale, self.max_scale)
-        return ok
+        if self.enabled:
+            self.finite_steps = self.finite_steps + 1 if ok else 0
+            if not ok: self.scale /= 2
+            elif self.finite_steps % self.growth_interval == 0: self.scale = min(2 * self.scale, self.max_scale)
+        return grads if ok else None
 
 class TTTLinearStrategy:
     "Learn chunks with the TTT-Linear layers of a `TTTModel`: inner-loop state plus an outer Adam step."
@@ -407,7 +414,8 @@ class TTTLinearStrategy:
         try: chunk = self.cache.loss(input_ids)
         finally: self.ttt_model.learning = False
         self.opt.zero_grad(set_to_none=True)
-        if not (backward_with_views(self.cache, self.scaler, chunk, views) and self.scaler.unscale(self.params)):
+        # the TTT layers are fp32 whatever the LM's dtype, so `unscale` divides their own gradients, in place
+        if not (backward_with_views(self.cache, self.scaler, chunk, views) and self.scaler.unscale(self.params) is not None):
             for t, (W, b) in zip(self.ttt_model.ttt_layers, saved): t.W_h, t.b_h = W, b
             self.skipped_updates += 1
             return float(chunk.detach())
