@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable, get_args
+from typing import Callable, TextIO, get_args
 
 import torch
 from torch import nn
@@ -181,7 +181,7 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
         metrics=metrics.model_dump(), answers=[r.model_dump() for r in qa_res], cloze=[r.model_dump() for r in cloze_res])
 
 # %% ../nbs/07a_recall.ipynb #d0b9f048
-def print_answers(result: dict, file=None) -> None:
+def print_answers(result: dict, file: TextIO | None = None) -> None:
     "The side-by-side answers of a `run_recall` result, one question per block."
     cloze = {c["question"]["question"]: c for c in result["cloze"]}  # only questions with a cloze have one
     for r in result["answers"]:
@@ -195,7 +195,7 @@ def print_answers(result: dict, file=None) -> None:
         if c: print(f"  cloze '…{q.cloze[-40:]}' base {mark(c['base']['text'])} {c['base']['text'][:40]!r} / "
                     f"TTT {mark(c['ttt']['text'])} {c['ttt']['text'][:40]!r}", file=file)
 
-def print_summary(result: dict, file=None) -> None:
+def print_summary(result: dict, file: TextIO | None = None) -> None:
     "The figures of a `run_recall` result as aligned lines."
     for k in SUMMARY_KEYS: print(f"  {k:28} {result[k]}", file=file)
 
