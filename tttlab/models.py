@@ -204,11 +204,12 @@ def autocast(device: torch.device, precision: Precision = "auto") -> ContextMana
 def atomic_write(path: Path | str, # the file to write; its folder is created if needed
                  write: Callable[[Path], object], # writes the whole content to the temporary path it is given
                 ) -> Path:
-    "Write `path` through a temporary file in its folder and a rename; return `path`."
+    "Write `path` through a temporary file in its folder, flushed to disk, and a rename; return `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent); os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb") as f: os.fsync(f.fileno())  # the content reaches the disk before the new name does
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
