@@ -9,6 +9,7 @@ Docs: https://tttlab.github.io/tttlab/arc_grid.html.md"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -252,9 +253,10 @@ def colour_pool(h: torch.Tensor, # (B, N, d) cell features
     "Mean feature of each colour's cells, (B, 10, d), and each colour's cell count, (B, 10)."
     onehot = onehot.float()
     counts = onehot.sum(1)
-    sums = onehot.transpose(1, 2) @ h.float()
-    if sums.dtype == torch.float16:  # fp16 autocast (a T4): a sum over up to 5400 cells can pass fp16's 65504, so sum in fp32
-        with torch.autocast(h.device.type, enabled=False): sums = onehot.transpose(1, 2) @ h.float()
+    dev = h.device.type
+    fp16 = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.float16  # fp16 autocast (a T4)
+    with torch.autocast(dev, enabled=False) if fp16 else contextlib.nullcontext():  # a sum over 5400 cells can pass fp16's 65504
+        sums = onehot.transpose(1, 2) @ h.float()
     return sums / counts.clamp(min=1)[..., None], counts
 
 class ColourMixer(nn.Module):

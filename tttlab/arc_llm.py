@@ -42,11 +42,11 @@ def grid_to_text(g: Grid, # the grid
     "One line per row, cells as digits joined by `sep`."
     return "\n".join(sep.join(str(int(c)) for c in row) for row in np.asarray(g))
 
-def _enc(tok, text: str) -> list[int]:
+def _enc(tok: transformers.PreTrainedTokenizerBase, text: str) -> list[int]:
     "Token ids of `text`, without special tokens."
     return tok(text, add_special_tokens=False)["input_ids"]
 
-def one_token_per_cell(tok, # a Hugging Face tokenizer
+def one_token_per_cell(tok: transformers.PreTrainedTokenizerBase, # a Hugging Face tokenizer
                        sep: str = "", # the cell separator to check
                       ) -> bool:
     "True when every cell of a row written with `sep` is exactly one token, for all ten colours."
@@ -54,7 +54,7 @@ def one_token_per_cell(tok, # a Hugging Face tokenizer
     pieces = [tok.decode([i]) for i in _enc(tok, row)]
     return sum(any(ch.isdigit() for ch in p) for p in pieces) == 30 and all(sum(ch.isdigit() for ch in p) <= 1 for p in pieces)
 
-def cell_separator(tok) -> str:
+def cell_separator(tok: transformers.PreTrainedTokenizerBase) -> str:
     "The first separator under which each cell is one token (`\"\"` for SmolLM2)."
     for sep in CELL_SEPARATORS:
         if one_token_per_cell(tok, sep): return sep
@@ -79,7 +79,7 @@ IGNORE = -100  # label of tokens that carry no loss
 @dataclass
 class TaskEncoder:
     "Writes tasks as token ids with output-only labels, and reads generated grids back."
-    tok: object # a Hugging Face tokenizer
+    tok: transformers.PreTrainedTokenizerBase # a Hugging Face tokenizer
     sep: str | None = None # cell separator; None picks one with `cell_separator`
     loss_on: Literal["outputs", "answer"] = "outputs" # which outputs carry loss
 
@@ -266,7 +266,7 @@ class ArcLLMConfig(LabModel):
 class ArcLLMSolver:
     "Test-time-trained LM solver for ARC tasks: call it on a `Task` to get a `Solution`."
     def __init__(self, model, # a causal LM, already fine-tuned (merged) if a starting adapter is used
-                 tok, # its tokenizer
+                 tok: transformers.PreTrainedTokenizerBase, # its tokenizer
                  config: ArcLLMConfig | None = None, # the solver's settings
                 ):
         self.config = config or ArcLLMConfig()
@@ -351,7 +351,7 @@ def evaluation_ids() -> frozenset[str]:
     return frozenset(t.id for d in DATASETS for t in load_tasks("evaluation", d))
 
 def finetune(model, # the base causal LM; the adapter is added in place
-             tok, # its tokenizer
+             tok: transformers.PreTrainedTokenizerBase, # its tokenizer
              tasks: Sequence[Task], # training-split tasks; any in an evaluation split of any dataset is left out
              out_dir: str | Path, # where the peft adapter is written (atomically)
              seconds: float = 1200.0, # time budget of the training run

@@ -8,11 +8,13 @@ Docs: https://tttlab.github.io/tttlab/document.html.md"""
 from __future__ import annotations
 
 import json
+import os
 import re
 from importlib.resources import files
 from pathlib import Path
 
 import pymupdf
+import transformers  # a lazy module: the hints below load nothing
 
 from .models import Document, DocumentChunk, DocumentConstraints, Question, StudyRow, TTTLabError, View
 
@@ -20,7 +22,7 @@ from .models import Document, DocumentChunk, DocumentConstraints, Question, Stud
 __all__ = ['CHAT_PROMPT', 'KEY_SPAN', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf',
            'write_scanned_pdf', 'PDFParser', 'ConstraintError', 'DocumentValidator', 'is_pdf', 'decode_text',
            'DocumentChunker', 'boundary_score', 'chunk_table', 'ViewError', 'split_sentences', 'sentence_questions',
-           'chat_row', 'study_views', 'load_document', 'sample_pdf_path', 'sample_questions']
+           'chat_row', 'study_views', 'load_document', 'sample_pdf_path', 'sample_questions', 'dev_docs_dir']
 
 # %% ../nbs/01_document.ipynb #a620114a
 class DocumentError(TTTLabError):
@@ -169,7 +171,7 @@ def decode_text(file_bytes: bytes) -> str:
 class DocumentChunker:
     "Cut a text into chunks of at most `chunk_size` tokens, preferring paragraph and sentence ends."
 
-    def __init__(self, tokenizer,  # a Hugging Face tokenizer (fast tokenizers give exact character offsets)
+    def __init__(self, tokenizer: transformers.PreTrainedTokenizerBase,  # a Hugging Face tokenizer (fast tokenizers give exact character offsets)
                  chunk_size: int = 2048,  # most tokens in one chunk
                  slack: float = 0.1,  # how far (as a share of chunk_size) a cut may move back to a better boundary
                 ):
@@ -247,7 +249,7 @@ def sentence_questions(sentence: str) -> list[str]:
         questions.append(body[:m.start()] + "what" + body[m.end():end if end >= 0 else len(body)] + "?")
     return questions
 
-def chat_row(tokenizer,  # a tokenizer with a chat template
+def chat_row(tokenizer: transformers.PreTrainedTokenizerBase,  # a tokenizer with a chat template
              question: str,  # what the user asks
              reply: str,  # the assistant's reply, the only part learned
             ) -> StudyRow:
@@ -260,7 +262,7 @@ def chat_row(tokenizer,  # a tokenizer with a chat template
     return StudyRow(ids=list(ids), prompt=len(prompt))
 
 def study_views(text: str,  # the text to make views of (a chunk's)
-                tokenizer,  # the learning model's tokenizer
+                tokenizer: transformers.PreTrainedTokenizerBase,  # the learning model's tokenizer
                 views: list[View],  # which views: 'sentences', 'chat', 'ask'
                 title: str = "",  # the document's title, named in the chat prompt
                ) -> list[StudyRow]:
@@ -277,7 +279,7 @@ def study_views(text: str,  # the text to make views of (a chunk's)
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 
 def load_document(source: str | Path | bytes,  # a path to a PDF, .txt or .md file, or a file's bytes
-                  tokenizer,  # the tokenizer of the model that will learn it
+                  tokenizer: transformers.PreTrainedTokenizerBase,  # the tokenizer of the model that will learn it
                   chunk_size: int = 2048,  # most tokens per chunk
                   constraints: DocumentConstraints | None = None,  # limits the file must meet
                   name: str | None = None,  # name to record as the source
@@ -310,3 +312,12 @@ def sample_questions() -> list[Question]:
     "Questions about the bundled sample, with their accepted answers and cloze prefixes."
     data = json.loads((files("tttlab") / "data" / "sample.json").read_text())
     return [Question(**q) for q in data["qa"]]
+
+def dev_docs_dir() -> Path:
+    "The folder of the document-recall development set: `$TTTLAB_DEV_DOCS`, else `../shared/eval/docs` from the repository."
+    if env := os.environ.get("TTTLAB_DEV_DOCS"): path = Path(env).expanduser()
+    else:  # the repository: the package's parent in an editable install, else the working folder or a parent of it with nbs/
+        here = [Path(str(files("tttlab"))).parent, Path.cwd(), *Path.cwd().parents]
+        path = next((p for p in here if (p / "nbs").is_dir()), here[0]).parent / "shared" / "eval" / "docs"
+    if not path.is_dir(): raise DocumentError(f"no development documents at {path}; set TTTLAB_DEV_DOCS to their folder")
+    return path

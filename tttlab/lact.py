@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
+import transformers  # a lazy module: the hints below load nothing
 
 from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, StudyRow, TTTLabError,
                            TTTStrategy, compute_dtype)
@@ -286,7 +287,7 @@ class TTTTrainer:
 # %% ../nbs/03_lact.ipynb #22d38854
 class Generator:
     "Answers prompts with a strategy's model, as learned (`generate`) or side by side with the base (`compare`)."
-    def __init__(self, strategy: TTTStrategy, tokenizer, chat: bool = False):
+    def __init__(self, strategy: TTTStrategy, tokenizer: transformers.PreTrainedTokenizerBase, chat: bool = False):
         self.strategy, self.tokenizer, self.chat = strategy, tokenizer, chat
 
     def _prompt_ids(self, prompt: str) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
+import transformers  # a lazy module: the hints below load nothing
 
 from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings
 from .ttt_linear import PrefixCache, decoder_layers, lm_loss
@@ -142,7 +143,7 @@ def split_corpus(files: Sequence[str | Path], # the corpus, one entry per file
 
 # %% ../nbs/05_policy_ppo.ipynb #8072d47b
 def file_chunks(text: str, # the file's source text
-                tokenizer, # a Hugging Face tokenizer
+                tokenizer: transformers.PreTrainedTokenizerBase, # a Hugging Face tokenizer
                 chunk_size: int = 256, # tokens per chunk
                 max_chunks: int | None = None, # keep at most this many chunks from the start of the file
                 min_tokens: int = 32, # drop a trailing chunk shorter than this (or than `chunk_size`, if that is smaller)
@@ -467,7 +468,7 @@ class OutcomeCache:
         return recs
 
 # %% ../nbs/05_policy_ppo.ipynb #b5d28efb
-def _chunk_tensors(path: str, tokenizer, chunk_size: int, max_chunks: int | None):
+def _chunk_tensors(path: str, tokenizer: transformers.PreTrainedTokenizerBase, chunk_size: int, max_chunks: int | None):
     return file_chunks(Path(path).read_text(errors="replace"), tokenizer, chunk_size, max_chunks)
 
 def _score(model: nn.Module, state: PrefixState | None, ids: torch.Tensor, precision: Precision) -> float:
@@ -475,7 +476,7 @@ def _score(model: nn.Module, state: PrefixState | None, ids: torch.Tensor, preci
     return suffix_loss(model, state, ids, precision) if state is not None else read_chunk(model, ids, False, precision)[0]
 
 def file_outcomes(strategy: TTTStrategy, # the update; reset after every decision
-                  tokenizer, # the model's tokenizer
+                  tokenizer: transformers.PreTrainedTokenizerBase, # the model's tokenizer
                   path: str, # the source file
                   chunk_size: int = 256, # tokens per chunk
                   max_chunks: int | None = None, # chunks kept from the start of the file
@@ -514,7 +515,7 @@ def file_outcomes(strategy: TTTStrategy, # the update; reset after every decisio
                         time.perf_counter() - t0)
 
 def build_cache(strategy: TTTStrategy, # the update
-                tokenizer, # the model's tokenizer
+                tokenizer: transformers.PreTrainedTokenizerBase, # the model's tokenizer
                 cache: OutcomeCache, # where outcomes go; its settings say what to compute
                 progress: bool = True, # show a progress bar
                ) -> OutcomeCache:
@@ -528,7 +529,7 @@ def build_cache(strategy: TTTStrategy, # the update
     return cache
 
 def refresh_features(cache: OutcomeCache, # the cache to bring up to date, in place
-                     tokenizer, # the model's tokenizer
+                     tokenizer: transformers.PreTrainedTokenizerBase, # the model's tokenizer
                      progress: bool = True, # show a progress bar
                     ) -> OutcomeCache:
     "Recompute the text and file features of every file cached with an older features version; the model features and outcomes stay."
@@ -1473,7 +1474,7 @@ class OnlineResult(LabModel):
     static: list[list[float]] = Field(default_factory=list, description="the 28 static features of each decision")
 
 def run_online(strategy: TTTStrategy, # the update
-               tokenizer, # the model's tokenizer
+               tokenizer: transformers.PreTrainedTokenizerBase, # the model's tokenizer
                path: str | Path, # the source file
                choose: Chooser, # picks an action from the observation
                budget: float, # allowed mean cost per chunk

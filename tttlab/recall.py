@@ -20,6 +20,7 @@ from typing import Callable, TextIO, get_args
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+import transformers  # a lazy module: the hints below load nothing
 
 from .arc_data import positive_int
 from .document import load_document, sample_pdf_path, sample_questions
@@ -88,12 +89,12 @@ def load_questions(path: str | Path) -> list[Question]:
     try: return [Question(**q) for q in items]
     except (TypeError, ValueError) as e: raise QAFileError(f"{path}: a question does not fit the schema: {e}") from e
 
-def lm_text_loss(model: nn.Module, tokenizer, text: str = RETENTION_TEXT) -> float:
+def lm_text_loss(model: nn.Module, tokenizer: transformers.PreTrainedTokenizerBase, text: str = RETENTION_TEXT) -> float:
     "Mean next-token loss of `model` on `text`."
     ids = tokenizer(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
     with torch.no_grad(): return float(model(ids, labels=ids).loss)
 
-def chat_ids(tokenizer, content: str) -> torch.Tensor:
+def chat_ids(tokenizer: transformers.PreTrainedTokenizerBase, content: str) -> torch.Tensor:
     "Token ids of one user turn in the chat template, ready for the assistant's reply."
     return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                          return_tensors="pt", return_dict=True)["input_ids"]
@@ -106,7 +107,7 @@ def _common_prefix(rows: list[list[int]]) -> int:
 
 class InContext:
     "Answers questions with a document in the prompt, computing the document's key-value cache once."
-    def __init__(self, model: nn.Module, tokenizer, text: str, questions: list[str]):
+    def __init__(self, model: nn.Module, tokenizer: transformers.PreTrainedTokenizerBase, text: str, questions: list[str]):
         self.model, self.tokenizer = model, tokenizer
         self.prompts = {q: chat_ids(tokenizer, f"{text}\n\nAnswer from the text above. {q}") for q in questions}
         rows = [p[0].tolist() for p in self.prompts.values()]
@@ -131,8 +132,8 @@ def peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
 
-def ask_all(strategy: TTTStrategy, tokenizer, questions: list[Question], text: str | None = None,
-            progress: bool = True) -> tuple[list[ComparisonResult], list[ComparisonResult]]:
+def ask_all(strategy: TTTStrategy, tokenizer: transformers.PreTrainedTokenizerBase, questions: list[Question],
+            text: str | None = None, progress: bool = True) -> tuple[list[ComparisonResult], list[ComparisonResult]]:
     "QA (TTT, base and, given the text, in context) and cloze (TTT, base) answers to every question."
     qa_gen, cloze_gen = Generator(strategy, tokenizer, chat=True), Generator(strategy, tokenizer)
     with strategy.disabled(): ctx = InContext(strategy.model, tokenizer, text, [q.question for q in questions]) if text else None

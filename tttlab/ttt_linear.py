@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
+import transformers  # a lazy module: the hints below load nothing
 
 from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, compute_dtype, load_lm, study_batch
 
@@ -147,8 +148,8 @@ class TTTBlockMLP(nn.Module):
         return y if self.placement == "replace-mlp" else self.mlp(x) + y
 
 # %% ../nbs/02_ttt_linear.ipynb #e352aa0d
-def generate_text(model: nn.Module, tokenizer, prompt: str | torch.Tensor, max_new_tokens: int = 32,
-                  temperature: float = 0.0, past_key_values=None) -> tuple[str, int]:
+def generate_text(model: nn.Module, tokenizer: transformers.PreTrainedTokenizerBase | None, prompt: str | torch.Tensor,
+                  max_new_tokens: int = 32, temperature: float = 0.0, past_key_values=None) -> tuple[str, int]:
     "Greedy (or sampled) continuation of `prompt` with a HF causal LM; returns the new text and its token count."
     ids = prompt if isinstance(prompt, torch.Tensor) else tokenizer(prompt, return_tensors="pt").input_ids
     ids = ids.to(next(model.parameters()).device)
@@ -170,7 +171,7 @@ def switched_off(parts: list[nn.Module]):  # modules with an `enabled` flag
 
 class TTTModel(nn.Module):
     "A pretrained Llama-family causal LM with TTT-Linear layers in some of its blocks."
-    def __init__(self, model: nn.Module, tokenizer=None, config: TTTConfig | None = None):
+    def __init__(self, model: nn.Module, tokenizer: transformers.PreTrainedTokenizerBase | None = None, config: TTTConfig | None = None):
         super().__init__()
         self.model, self.tokenizer, self.config = model, tokenizer, config or TTTConfig()
         blocks = decoder_layers(model)
@@ -186,7 +187,7 @@ class TTTModel(nn.Module):
     @classmethod
     def from_pretrained(cls,
                         name_or_path_or_model: str | nn.Module | None = None,  # HF id, folder, model object; None: default
-                        tokenizer=None,  # needed for text prompts when a model object is passed
+                        tokenizer: transformers.PreTrainedTokenizerBase | None = None,  # needed for text prompts when a model object is passed
                         config: TTTConfig | None = None,
                         device: str | torch.device | None = None) -> TTTModel:
         "Load (or take) a causal LM and put TTT layers into it."
@@ -393,7 +394,7 @@ class TTTLinearStrategy:
                  model: TTTModel | nn.Module,  # a `TTTModel`, or a causal LM to wrap in one
                  config: LearningConfig | None = None,
                  ttt: TTTConfig | None = None,  # placement, used when `model` is not a `TTTModel` yet
-                 tokenizer=None):
+                 tokenizer: transformers.PreTrainedTokenizerBase | None = None):
         self.ttt_model = model if isinstance(model, TTTModel) else TTTModel(model, tokenizer, ttt)
         self.model, self.config = self.ttt_model.model, config or LearningConfig(strategy="ttt-linear")
         for p in self.model.parameters(): p.requires_grad_(False)
