@@ -573,3 +573,19 @@ def test_the_search_goes_on_past_answers_that_guess(tid):
     t = {t.id: t for t in load_tasks("training")}[tid]  # the first answers are a colour map with guessed entries, or fitted rules
     r = search(t, guide_costs(load_guide(), t.train), 4, time_budget=20)
     assert task_solved(r.attempts, t.test_outputs)
+
+def test_aux_ttt_tool_tunes_the_encoder_on_its_own_task_and_leaves_the_head():
+    "The classic-TTT tool: tuning lowers the task's auxiliary loss, moves the encoder, and never touches the head."
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("arc_aux_ttt", root / "tools" / "arc_aux_ttt.py")
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    torch.manual_seed(0)
+    guide = tool.AuxGuide(list(PRIMITIVES)).eval()
+    task = {t.id: t for t in load_tasks("training", "arcagi")}["3c9b0459"]  # a rotation: every output keeps its input's shape
+    batch = batch_of([pair_tensors(task.train)])
+    tuned = tool.adapt_aux(guide, task, steps=8, lr=3e-3)
+    with torch.no_grad(): before, after = float(guide.aux_loss(*batch)), float(tuned.aux_loss(*batch))
+    assert after < before
+    assert all(torch.equal(a, b) for a, b in zip(guide.head.parameters(), tuned.head.parameters()))
+    assert not torch.equal(guide.pair[0].weight, tuned.pair[0].weight)
+    assert guide.aux_loss(*batch_of([pair_tensors(task.train[:1])])) is None  # one pair has no other pairs to read
