@@ -574,6 +574,7 @@ def test_the_search_goes_on_past_answers_that_guess(tid):
     r = search(t, guide_costs(load_guide(), t.train), 4, time_budget=20)
     assert task_solved(r.attempts, t.test_outputs)
 
+
 def test_aux_ttt_tool_tunes_the_encoder_on_its_own_task_and_leaves_the_head():
     "The classic-TTT tool: tuning lowers the task's auxiliary loss, moves the encoder, and never touches the head."
     root = Path(__file__).resolve().parents[1]

@@ -8,11 +8,12 @@ Usage: python tools/arc_aux_ttt.py train G.pt --programs PROGRAMS.json
 from __future__ import annotations
 import argparse, copy, json
 from pathlib import Path
+from typing import Callable
 import numpy as np
-from tqdm import tqdm
 import torch, torch.nn as nn, torch.nn.functional as F
-from tttlab.arc_search import PRIMITIVES, Guide, batch_of, guide_costs, guide_quality, label_vector, pair_tensors, read_programs, search, synthetic_examples
-from tttlab.arc_data import load_tasks, read_task_ids
+from tttlab.arc_search import (PRIMITIVES, Guide, batch_of, guide_costs, guide_quality, label_vector, pair_tensors, read_programs, search,
+                               synthetic_examples, train_guide)
+from tttlab.arc_data import Augmentation, Grid, Task, load_tasks, random_colour_permutation, read_task_ids
 
 class AuxGuide(Guide):
     "A guide with an output decoder that shares its pair encoder."
@@ -24,81 +25,48 @@ class AuxGuide(Guide):
         self.dec_out = nn.Conv2d(dec, 10, 1)
         self.hist = nn.Linear(hidden + 10, 10)
 
-    def _crop(self, canv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "Canvases cropped to the largest grid in the batch, and where they are inside a grid."
-        inside = canv >= 0
-        rows, cols = inside.any(3).any((0, 1)), inside.any(2).any((0, 1))
-        h, w = int(rows.nonzero().max()) + 1, int(cols.nonzero().max()) + 1
-        return canv[..., :h, :w], inside[..., :h, :w]
-
-    def embed(self, canv: torch.Tensor, sc: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        "Each pair's embedding (the guide's own encoder), with the cropped canvases, masks and planes."
-        canv, inside = self._crop(canv)
-        planes = torch.cat([F.one_hot(canv[:, 0].clamp(min=0).long(), 10).permute(0, 3, 1, 2) * inside[:, :1],
-                            F.one_hot(canv[:, 1].clamp(min=0).long(), 10).permute(0, 3, 1, 2) * inside[:, 1:],
-                            inside], 1).float()
-        h = self.conv(planes)
-        return self.pair(torch.cat([h.amax((2, 3)), h.mean((2, 3)), sc], 1)), canv, inside, planes
-
     def aux_loss(self, canv: torch.Tensor, sc: torch.Tensor, task_index: torch.Tensor, n_tasks: int) -> torch.Tensor | None:
         "Cross-entropy of each pair's output cells (same shape) and colour histogram, read from its input and its task's other pairs."
-        e, canv, inside, planes = self.embed(canv, sc)
+        planes, e = self.read_pairs(canv, sc)
         tot = torch.zeros(n_tasks, e.shape[1]).index_add_(0, task_index, e)
         cnt = torch.bincount(task_index, minlength=n_tasks)
         ok = cnt[task_index] > 1
         if not ok.any(): return None
         loo = (tot[task_index] - e) / (cnt[task_index] - 1).clamp(min=1)[:, None]
-        loo, canv, inside, planes = loo[ok], canv[ok], inside[ok], planes[ok]
-        hin = torch.cat([planes[:, :10], inside[:, :1].float()], 1)
+        loo, planes = loo[ok], planes[ok]
+        hin = torch.cat([planes[:, :10], planes[:, 20:21]], 1)  # the input's colours and shape
         gam, bet = self.film(loo).chunk(2, 1)
         z = F.relu(self.dec_in(hin) * (1 + gam[..., None, None]) + bet[..., None, None])
         logits = self.dec_out(F.relu(self.dec_mid(z)))
-        same = (inside[:, 0] == inside[:, 1]).flatten(1).all(1)
+        same = (planes[:, 20] == planes[:, 21]).flatten(1).all(1)  # the output keeps the input's shape
         loss = torch.zeros(())
         if same.any():
-            tgt = canv[same, 1].long()
-            m = inside[same, 1]
-            ce = F.cross_entropy(logits[same], tgt.clamp(min=0), reduction="none")
+            m = planes[same, 21]  # the output's cells
+            ce = F.cross_entropy(logits[same], planes[same, 10:20].argmax(1), reduction="none")
             loss = loss + (ce * m).sum() / m.sum()
         inh = planes[:, :10].sum((2, 3)); inh = inh / inh.sum(1, keepdim=True)
         outh = planes[:, 10:20].sum((2, 3)); outh = outh / outh.sum(1, keepdim=True)
         hl = -(outh * F.log_softmax(self.hist(torch.cat([loo, inh], 1)), 1)).sum(1).mean()
         return loss + hl
 
-def train_joint(guide: AuxGuide, examples: list, epochs: int, batch_size: int = 64, lr: float = 2e-3, aux_weight: float = 1.0, seed: int = 0) -> list:
-    "Train the guide's labels (BCE) and the auxiliary task together; returns (bce, aux) per step."
-    opt = torch.optim.Adam(guide.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    guide.train(); hist = []
-    steps = [(e, b) for e in range(epochs) for b in range(0, len(examples), batch_size)]
-    for e, b in tqdm(steps, desc="joint", mininterval=10):
-        if b == 0: order = torch.randperm(len(examples), generator=g).tolist()
-        chunk = [examples[j] for j in order[b:b + batch_size]]
-        batch = batch_of([x for x, _ in chunk])
-        bce = F.binary_cross_entropy_with_logits(guide(*batch), torch.stack([y for _, y in chunk]))
-        aux = guide.aux_loss(*batch)
-        loss = bce + aux_weight * (aux if aux is not None else 0)
-        if not torch.isfinite(loss): continue
-        opt.zero_grad(); loss.backward(); nn.utils.clip_grad_norm_(guide.parameters(), 1.0); opt.step()
-        hist.append((bce.item(), aux.item() if aux is not None else float("nan")))
-    guide.eval()
-    return hist
+def aux_extra(weight: float) -> Callable[[AuxGuide, tuple], torch.Tensor | None]:
+    "The auxiliary loss, weighted, as `train_guide`'s `extra`."
+    return lambda guide, batch: None if (a := guide.aux_loss(*batch)) is None else weight * a
 
-def views(pairs: list, n: int, rng: np.random.Generator) -> list:
-    "n colour-permuted / D4-turned copies of the demonstration pairs (background colour 0 kept)."
+def views(task: Task, n: int, rng: np.random.Generator) -> list[list[tuple[Grid, Grid]]]:
+    "The demonstrations of `n` random augmentations of the task: a colour permutation (0 kept) and a symmetry."
     out = []
     for _ in range(n):
-        perm = np.concatenate([[0], 1 + rng.permutation(9)]).astype(np.int8)
-        k, fl = int(rng.integers(4)), bool(rng.integers(2))
-        f = lambda g: np.ascontiguousarray(np.rot90(g[:, ::-1] if fl else g, k))
-        out.append([(perm[f(i)], perm[f(o)]) for i, o in pairs])
+        perm = random_colour_permutation(rng)
+        k, flipped = int(rng.integers(4)), bool(rng.integers(2))
+        out.append(Augmentation(4 + (k + 3) % 4 if flipped else k, tuple(int(c) for c in perm)).apply_task(task).train)  # k quarter turns of the (flipped) grid
     return out
 
-def adapt_aux(guide: AuxGuide, task, steps: int = 4, lr: float = 1e-3, n_views: int = 8, seed: int = 0, train_head: bool = False) -> AuxGuide:
+def adapt_aux(guide: AuxGuide, task: Task, steps: int = 4, lr: float = 1e-3, n_views: int = 8, seed: int = 0, train_head: bool = False) -> AuxGuide:
     "A copy of the guide whose encoder (not its head) is tuned on the auxiliary loss over the task's demonstrations and views of them."
     tuned = copy.deepcopy(guide)
     rng = np.random.default_rng(seed)
-    tasks = [list(task.train)] + views(task.train, n_views, rng)
+    tasks = [list(task.train)] + views(task, n_views, rng)
     batch = batch_of([pair_tensors(p) for p in tasks])
     params = [p for n, p in tuned.named_parameters() if train_head or not n.startswith("head")]
     opt = torch.optim.Adam(params, lr=lr)
@@ -122,7 +90,7 @@ def train_cmd(a) -> None:
     synth = synthetic_examples(train, a.synthetic, names, 0, progress=False)
     nv = max(1, len(synth) // 20)
     g = AuxGuide(names)
-    train_joint(g, synth[nv:] + real * 10, a.epochs, aux_weight=a.aux_weight)
+    train_guide(g, synth[nv:] + real * 10, a.epochs, extra=aux_extra(a.aux_weight))
     print(json.dumps(guide_quality(g, synth[:nv])))
     torch.save(g.state_dict(), a.out)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from tttlab.arc_data import Task, load_tasks, read_task_ids
-from tttlab.arc_search import (PRIMITIVES, Guide, batch_of, label_vector, load_guide, make_solver, pair_tensors, read_programs,
+from tttlab.arc_search import (PRIMITIVES, Guide, label_vector, load_guide, make_solver, pair_tensors, read_programs,
                                train_guide, write_json)
 from tttlab.models import TTTLabError
 
@@ -46,11 +46,7 @@ def parse_arm(arm: str) -> tuple[str, int]:
 @torch.no_grad()
 def embedding(guide: Guide, task: Task) -> torch.Tensor:
     "The guide's reading of a task: its `pair` layer averaged over the demonstrations, unit length."
-    seen = {}
-    hook = guide.pair.register_forward_hook(lambda m, i, o: seen.update(out=o))
-    guide.eval()(*batch_of([pair_tensors(task.train)]))
-    hook.remove()
-    return F.normalize(seen["out"].mean(0), dim=0)
+    return F.normalize(guide.eval().read_pairs(*pair_tensors(task.train))[1].mean(0), dim=0)
 
 
 def split_chains(runs: list[Path]) -> dict[str, list[str]]:

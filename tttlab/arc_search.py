@@ -3094,11 +3094,10 @@ class Guide(nn.Module):
         self.pair = nn.Sequential(nn.Linear(2 * width + N_SCALARS, hidden), nn.ReLU())
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, len(self.names)))
 
-    def forward(self, canv: torch.Tensor, # (P, 2, 30, 30) int8 canvases of all pairs in the batch
-                sc: torch.Tensor, # (P, N_SCALARS)
-                task_index: torch.Tensor, # (P,) which task each pair belongs to
-                n_tasks: int, # tasks in the batch
-               ) -> torch.Tensor:
+    def read_pairs(self, canv: torch.Tensor, # (P, 2, 30, 30) int8 canvases of all pairs in the batch
+                   sc: torch.Tensor, # (P, N_SCALARS)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        "Each pair's 22 planes (input colours, output colours, the two shapes; cropped to the batch's largest grid) and its embedding."
         inside = canv >= 0
         rows, cols = inside.any(3).any((0, 1)), inside.any(2).any((0, 1))  # crop to the largest grid in the batch
         h, w = int(rows.nonzero().max()) + 1, int(cols.nonzero().max()) + 1
@@ -3107,7 +3106,14 @@ class Guide(nn.Module):
                             F.one_hot(canv[:, 1].clamp(min=0).long(), 10).permute(0, 3, 1, 2) * inside[:, 1:],
                             inside], 1).float()
         h = self.conv(planes)
-        e = self.pair(torch.cat([h.amax((2, 3)), h.mean((2, 3)), sc], 1))
+        return planes, self.pair(torch.cat([h.amax((2, 3)), h.mean((2, 3)), sc], 1))
+
+    def forward(self, canv: torch.Tensor, # (P, 2, 30, 30) int8 canvases of all pairs in the batch
+                sc: torch.Tensor, # (P, N_SCALARS)
+                task_index: torch.Tensor, # (P,) which task each pair belongs to
+                n_tasks: int, # tasks in the batch
+               ) -> torch.Tensor:
+        e = self.read_pairs(canv, sc)[1]
         pooled = torch.zeros(n_tasks, e.shape[1]).index_add_(0, task_index, e)
         pooled = pooled / torch.bincount(task_index, minlength=n_tasks).clamp(min=1)[:, None]
         return self.head(pooled)
@@ -3195,8 +3201,9 @@ def train_guide(guide: Guide, # the network, trained in place
                 lr: float = 2e-3, # Adam learning rate
                 seed: int = 0, # shuffling seed
                 progress: bool = True, # show a progress bar
+                extra: Callable[[Guide, tuple], torch.Tensor | None] | None = None, # (guide, batch) -> a loss added to each step's, e.g. an auxiliary task's; None adds nothing
                ) -> list[float]:
-    "Fit the guide with binary cross-entropy; returns the loss of every step (non-finite steps are skipped)."
+    "Fit the guide with binary cross-entropy (plus `extra`); returns the loss of every step (non-finite steps are skipped)."
     opt = torch.optim.Adam(guide.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     losses = []
@@ -3206,8 +3213,9 @@ def train_guide(guide: Guide, # the network, trained in place
     for e, b in tqdm(steps, desc="guide", disable=not progress):
         if b == 0: order = torch.randperm(len(examples), generator=g).tolist()
         chunk = [examples[j] for j in order[b:b + batch_size]]
-        logits = guide(*batch_of([x for x, _ in chunk]))
-        loss = F.binary_cross_entropy_with_logits(logits, torch.stack([y for _, y in chunk]))
+        batch = batch_of([x for x, _ in chunk])
+        loss = F.binary_cross_entropy_with_logits(guide(*batch), torch.stack([y for _, y in chunk]))
+        if extra is not None and (added := extra(guide, batch)) is not None: loss = loss + added
         if not torch.isfinite(loss): continue  # never let a NaN/Inf reach the weights
         opt.zero_grad(); loss.backward()
         nn.utils.clip_grad_norm_(guide.parameters(), 1.0)
