@@ -590,3 +590,27 @@ def test_aux_ttt_tool_tunes_the_encoder_on_its_own_task_and_leaves_the_head():
     assert all(torch.equal(a, b) for a, b in zip(guide.head.parameters(), tuned.head.parameters()))
     assert not torch.equal(guide.pair[0].weight, tuned.pair[0].weight)
     assert guide.aux_loss(*batch_of([pair_tensors(task.train[:1])])) is None  # one pair has no other pairs to read
+
+
+def test_latent_refinement_tool_is_the_frozen_guide_without_steps_and_meta_trains_through_them():
+    "The latent-refinement tool: no steps gives the shipped guide's logits; steps lower each task's auxiliary loss; the step size gets a meta-gradient."
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("arc_aux_ttt", root / "tools" / "arc_aux_ttt.py")
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    torch.manual_seed(0)
+    base = load_guide()
+    g = tool.LatentGuide(list(PRIMITIVES), steps=2, step_size=0.1); g.load_state_dict(base.state_dict(), strict=False)
+    task = {t.id: t for t in load_tasks("training", "arcagi")}["3c9b0459"]
+    batch = batch_of([pair_tensors(task.train)])
+    torch.nn.init.normal_(g.adapt.weight, std=0.1)
+    g.steps = 0
+    with torch.no_grad(): assert torch.equal(g.eval()(*batch), base(*batch))
+    g.steps = 2
+    planes, e = g.read_pairs(*batch[:2])
+    shift = g.eval().refine(planes, e.detach(), batch[2], batch[3])
+    with torch.no_grad():
+        before = float(g.task_losses(planes, e, batch[2], batch[3], torch.zeros_like(shift))[0])
+        after = float(g.task_losses(planes, e, batch[2], batch[3], shift)[0])
+    assert after < before
+    g.train(); torch.nn.functional.binary_cross_entropy_with_logits(g(*batch), torch.rand(1, len(PRIMITIVES))).backward()
+    assert g.log_step.grad is not None and g.log_step.grad.abs().sum() > 0  # second order: the loss sees the step size
