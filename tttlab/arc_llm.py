@@ -23,7 +23,7 @@ from pydantic import Field, PositiveInt
 from .models import TTTLabError, LabModel, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
                              positive_int, tasks_from_args, run_solver, load_tasks, task_solved, visible_side, DATASETS, MAX_SIDE)
-from .lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit
+from .lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit, peft_quietly
 
 
 # %% auto #0
@@ -402,7 +402,7 @@ def load_arc_model(model: str | None = None, # HF id or folder; None: the lab's 
         raise TTTLabError(f"no peft adapter at {adapter}; run `tttlab arc finetune` or pass --adapter none")
     lm, tok = load_lm(model, device) if bits is None else load_lm_low_bit(model, bits, device)
     if adapter is None: return lm, tok
-    return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload().eval(), tok
+    with peft_quietly(): return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload().eval(), tok
 
 # %% ../nbs/06c_arc_llm.ipynb #849a556c
 def finetune_main(argv: list[str] | None = None) -> int:

@@ -43,11 +43,12 @@ from .ttt_linear import TTTLinearStrategy, decoder_layers, switched_off, view_pa
 # %% auto #0
 __all__ = ['PROJECTIONS', 'STRATEGIES', 'MANIFEST', 'MB', 'StopReason', 'LoRAError', 'TrainingError', 'CheckpointError',
            'MemoryBudgetError', 'QuantizationUnavailableError', 'LoRAConfig', 'find_target_modules', 'peft_config',
-           'add_lora', 'parameter_report', 'make_scaler', 'backward', 'optimizer_step', 'lm_loss', 'replace_dir',
-           'save_peft_adapter', 'LoRAStrategy', 'LoRALinear', 'NaiveLoRA', 'UnknownStrategyError', 'make_strategy',
-           'Checkpoint', 'CheckpointStore', 'rss_bytes', 'MemoryMonitor', 'MemoryEstimate', 'estimate_training_memory',
-           'available_bytes', 'preflight', 'load_lm_low_bit', 'seed_everything', 'rng_state', 'set_rng_state',
-           'count_tokens', 'TrainConfig', 'TrainResult', 'TrainingOrchestrator', 'training_report']
+           'peft_quietly', 'add_lora', 'parameter_report', 'make_scaler', 'backward', 'optimizer_step', 'lm_loss',
+           'replace_dir', 'save_peft_adapter', 'LoRAStrategy', 'LoRALinear', 'NaiveLoRA', 'UnknownStrategyError',
+           'make_strategy', 'Checkpoint', 'CheckpointStore', 'rss_bytes', 'MemoryMonitor', 'MemoryEstimate',
+           'estimate_training_memory', 'available_bytes', 'preflight', 'load_lm_low_bit', 'seed_everything',
+           'rng_state', 'set_rng_state', 'count_tokens', 'TrainConfig', 'TrainResult', 'TrainingOrchestrator',
+           'training_report']
 
 # %% ../nbs/04_lora.ipynb #a3e67717
 class LoRAError(TTTLabError):
@@ -131,13 +132,21 @@ def peft_config(model: torch.nn.Module,  # the base model the adapter is for
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                       layers_to_transform=lora.layers, bias="none", task_type=task)
 
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    "A context in which peft's read of transformers' deprecated `is_gradient_checkpointing` alias does not warn."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
 def add_lora(model: torch.nn.Module,  # the base model; peft adds the adapter layers to it in place
              lora: LoRAConfig | None = None,  # adapter shape; defaults to `LoRAConfig()`
              adapter_name: str = "default",  # name of the first adapter
             ) -> nn.Module:
     "Wrap `model` with a fresh, trainable LoRA adapter, as a `peft.PeftModel`; every base weight is frozen."
     from peft import get_peft_model
-    try: return get_peft_model(model, peft_config(model, lora), adapter_name=adapter_name)
+    try:
+        with peft_quietly(): return get_peft_model(model, peft_config(model, lora), adapter_name=adapter_name)
     except ValueError as e:  # peft's message for target modules that match nothing
         raise LoRAError(f"could not add a LoRA adapter: {e}. Check LoRAConfig.target_modules and .layers") from e
 

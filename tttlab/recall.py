@@ -28,7 +28,7 @@ from .lact import Generator, LaCTConfig, TTTTrainer
 from .lora import UnknownStrategyError, make_strategy
 from .models import (Answer, ComparisonResult, LearningConfig, Question, Strategy, TTTLabError, TTTStrategy, View,
                            load_lm)
-from .ttt_linear import generate_text
+from .ttt_linear import cache_keyword, generate_text
 
 # %% auto #0
 __all__ = ['RECALL_CONFIGS', 'RECALL_SHAPES', 'RETENTION_TEXT', 'SUMMARY_KEYS', 'NON_NEGATIVE', 'recall_config',
@@ -113,13 +113,13 @@ class InContext:
         rows = [p[0].tolist() for p in self.prompts.values()]
         n = min(_common_prefix(rows), min(map(len, rows)) - 1)
         dev = next(model.parameters()).device
-        with torch.no_grad(): self.past = model(torch.tensor([rows[0][:n]], device=dev), use_cache=True).past_key_values
+        with torch.no_grad(): self.past = getattr(model(torch.tensor([rows[0][:n]], device=dev), use_cache=True), cache_keyword())
 
     def ask(self, question: str, max_tokens: int = 32) -> Answer:
         "The answer to one of the questions given, with the document in context."
         t0 = time.perf_counter()
         text, n = generate_text(self.model, self.tokenizer, self.prompts[question], max_tokens,
-                                past_key_values=copy.deepcopy(self.past))
+                                cache=copy.deepcopy(self.past))
         return Answer(text=text.strip(), source="in-context", new_tokens=n, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/07a_recall.ipynb #19b21791

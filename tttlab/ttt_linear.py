@@ -8,7 +8,9 @@ Docs: https://tttlab.github.io/tttlab/ttt_linear.html.md"""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 from typing import ContextManager, Literal
 
 import torch
@@ -21,8 +23,9 @@ from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, c
 
 # %% auto #0
 __all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'generate_text', 'switched_off', 'TTTModel', 'PrefixCache', 'SlicedHeadLoss', 'token_focus', 'lm_loss',
-           'view_parts', 'backward_with_views', 'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
+           'cache_keyword', 'cache_kwargs', 'generate_text', 'switched_off', 'TTTModel', 'PrefixCache',
+           'SlicedHeadLoss', 'token_focus', 'lm_loss', 'view_parts', 'backward_with_views', 'weight_change', 'finite',
+           'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -148,8 +151,17 @@ class TTTBlockMLP(nn.Module):
         return y if self.placement == "replace-mlp" else self.mlp(x) + y
 
 # %% ../nbs/02_ttt_linear.ipynb #e352aa0d
+@functools.cache
+def cache_keyword() -> str:
+    "The keyword by which this transformers version's causal LMs take and return a key-value cache (`cache`, or `past_key_values` in older versions)."
+    return "cache" if "cache" in inspect.signature(transformers.LlamaForCausalLM.forward).parameters else "past_key_values"
+
+def cache_kwargs(cache: transformers.Cache | None) -> dict:
+    "A key-value cache (or None: none) as the keyword argument a causal LM's forward and generate take."
+    return {} if cache is None else {cache_keyword(): cache}
+
 def generate_text(model: nn.Module, tokenizer: transformers.PreTrainedTokenizerBase | None, prompt: str | torch.Tensor,
-                  max_new_tokens: int = 32, temperature: float = 0.0, past_key_values=None) -> tuple[str, int]:
+                  max_new_tokens: int = 32, temperature: float = 0.0, cache: transformers.Cache | None = None) -> tuple[str, int]:
     "Greedy (or sampled) continuation of `prompt` with a HF causal LM; returns the new text and its token count."
     ids = prompt if isinstance(prompt, torch.Tensor) else tokenizer(prompt, return_tensors="pt").input_ids
     ids = ids.to(next(model.parameters()).device)
@@ -157,7 +169,7 @@ def generate_text(model: nn.Module, tokenizer: transformers.PreTrainedTokenizerB
     pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=max_new_tokens, pad_token_id=pad, attention_mask=torch.ones_like(ids),
-                             past_key_values=past_key_values, top_p=None, top_k=None, **kw)
+                             top_p=None, top_k=None, **cache_kwargs(cache), **kw)
     new = out[0, ids.shape[1]:]
     return (tokenizer.decode(new, skip_special_tokens=True) if tokenizer is not None else ""), len(new)
 
@@ -207,9 +219,9 @@ class TTTModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, use_cache: bool = False, **kw):
         "Run the LM; with `use_cache` the context (its tokens and their cache) is kept for the next call until `clear_context`."
-        out = self.model(input_ids, past_key_values=self.past if use_cache else None, use_cache=use_cache, **kw)
+        out = self.model(input_ids, use_cache=use_cache, **cache_kwargs(self.past if use_cache else None), **kw)
         if use_cache:
-            self.past = out.past_key_values
+            self.past = getattr(out, cache_keyword())
             self.context = input_ids if self.context is None else torch.cat([self.context, input_ids.to(self.context.device)], 1)
         return out
 
