@@ -575,12 +575,17 @@ def test_the_search_goes_on_past_answers_that_guess(tid):
     assert task_solved(r.attempts, t.test_outputs)
 
 
-def test_aux_ttt_tool_tunes_the_encoder_on_its_own_task_and_leaves_the_head():
-    "The classic-TTT tool: tuning lowers the task's auxiliary loss, moves the encoder, and never touches the head."
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("arc_aux_ttt", root / "tools" / "arc_aux_ttt.py")
+def aux_tool():
+    "tools/arc_aux_ttt.py as a module, with torch's seed reset."
+    spec = importlib.util.spec_from_file_location("arc_aux_ttt", Path(__file__).resolve().parents[1] / "tools" / "arc_aux_ttt.py")
     tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
     torch.manual_seed(0)
+    return tool
+
+
+def test_aux_ttt_tool_tunes_the_encoder_on_its_own_task_and_leaves_the_head():
+    "The classic-TTT tool: tuning lowers the task's auxiliary loss, moves the encoder, and never touches the head."
+    tool = aux_tool()
     guide = tool.AuxGuide(list(PRIMITIVES)).eval()
     task = {t.id: t for t in load_tasks("training", "arcagi")}["3c9b0459"]  # a rotation: every output keeps its input's shape
     batch = batch_of([pair_tensors(task.train)])
@@ -594,10 +599,7 @@ def test_aux_ttt_tool_tunes_the_encoder_on_its_own_task_and_leaves_the_head():
 
 def test_latent_refinement_tool_is_the_frozen_guide_without_steps_and_meta_trains_through_them():
     "The latent-refinement tool: no steps gives the shipped guide's logits; steps lower each task's auxiliary loss; the step size gets a meta-gradient."
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("arc_aux_ttt", root / "tools" / "arc_aux_ttt.py")
-    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
-    torch.manual_seed(0)
+    tool = aux_tool()
     base = load_guide()
     g = tool.LatentGuide(list(PRIMITIVES), steps=2, step_size=0.1); g.load_state_dict(base.state_dict(), strict=False)
     task = {t.id: t for t in load_tasks("training", "arcagi")}["3c9b0459"]
