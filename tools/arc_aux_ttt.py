@@ -86,10 +86,12 @@ class LatentGuide(AuxGuide):
             for _ in range(self.steps):
                 if (losses := self.task_losses(planes, e, task_index, n_tasks, shift)) is None: break
                 g, = torch.autograd.grad(losses.sum(), shift, create_graph=self.training)
+                if not torch.isfinite(g).all(): break  # a non-finite step never reaches the head
                 shift = shift - self.log_step.exp() * g
         return shift if self.training else shift.detach()
 
     def forward(self, canv: torch.Tensor, sc: torch.Tensor, task_index: torch.Tensor, n_tasks: int) -> torch.Tensor:
+        "One logit per primitive, read from each task's pooled embedding and its refinement."
         planes, e = self.read_pairs(canv, sc)
         tot, cnt = task_sums(e, task_index, n_tasks)
         return self.head(tot / cnt.clamp(min=1)[:, None] + self.adapt(self.refine(planes, e, task_index, n_tasks)))
