@@ -616,3 +616,17 @@ def test_latent_refinement_tool_is_the_frozen_guide_without_steps_and_meta_train
     assert after < before
     g.train(); torch.nn.functional.binary_cross_entropy_with_logits(g(*batch), torch.rand(1, len(PRIMITIVES))).backward()
     assert g.log_step.grad is not None and g.log_step.grad.abs().sum() > 0  # second order: the loss sees the step size
+
+
+def test_aux_ttt_tool_compares_two_runs_on_the_tasks_both_answer_in_the_loop(tmp_path, monkeypatch, capsys):
+    "`compare`: ratios over the tasks whose first program in both runs came from the search loop, with tasks better and worse."
+    tool = aux_tool()
+    monkeypatch.syspath_prepend(str(Path(tool.__file__).parent))  # as when the tool runs as a script
+    row = lambda n, loop=True: {"nodes_to_first": n, "first_in_loop": loop, "program": "p"}
+    ref = {"a": row(100), "b": row(50), "c": row(10, loop=False), "d": row(7)}
+    arm = {"a": row(25), "b": row(100), "c": row(5)}  # c: a fitter answered in ref; d: not run in arm
+    for name, rows in (("ref", ref), ("arm", arm)): (tmp_path / f"{name}.json").write_text(json.dumps(rows))
+    tool.compare_cmd(tool.argparse.Namespace(ref=tmp_path / "ref.json", arm=tmp_path / "arm.json"))
+    out = json.loads(capsys.readouterr().out)
+    assert out["compared"] == 2 and out["nodes"] == [150, 125] and (out["better"], out["worse"]) == (1, 1)
+    assert out["total"] == pytest.approx(1.2) and out["geometric_mean"] == pytest.approx(2 ** 0.5) and out["median"] == pytest.approx(2.25)
