@@ -49,7 +49,8 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
            'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
            'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult', 'run_online',
-           'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main']
+           'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main',
+           'file_bootstrap']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -1674,3 +1675,22 @@ def main(argv: list[str] | None = None, # arguments after `tttlab ponder`; None 
     elif a.command == "eval": print(results_table([MethodResult(**r) for r in out["methods"]]))
     else: print(json.dumps(out, indent=1))
     return 0
+
+# %% ../nbs/05_policy_ppo.ipynb #fdbc13e6
+def file_bootstrap(eps: Episodes, # the files the actions were taken on
+                   actions: torch.Tensor, # [E, T] a method's actions on `eps`, kept as they were taken
+                   budget: float, # the oracle's budget, met on every resample
+                   n: int = 1000, # resamples
+                   seed: int = 0, # random seed
+                   progress: bool = False, # show a progress bar
+                  ) -> dict[str, np.ndarray]:
+    "Oracle recovery and cost of fixed `actions` on `n` resamples of the files, drawn with replacement (NaN where the oracle gains nothing)."
+    rng = np.random.default_rng(seed)
+    out = {"recovery": np.full(n, np.nan), "cost": np.zeros(n)}
+    for b in tqdm(range(n), desc="file bootstrap", disable=not progress):
+        rows = rng.integers(len(eps.paths), size=len(eps.paths))
+        drawn = eps.select(rows)
+        r = score(drawn, actions[rows], "", budget, score(drawn, oracle_actions(drawn, budget), "").gain)
+        out["recovery"][b], out["cost"][b] = np.nan if r.recovery is None else r.recovery, r.cost
+    return out
+
