@@ -1677,20 +1677,21 @@ def main(argv: list[str] | None = None, # arguments after `tttlab ponder`; None 
     return 0
 
 # %% ../nbs/05_policy_ppo.ipynb #fdbc13e6
-def file_bootstrap(eps: Episodes, # the files the actions were taken on
-                   actions: torch.Tensor, # [E, T] a method's actions on `eps`, kept as they were taken
+def file_bootstrap(eps: Episodes, # the files
+                   methods: dict[str, Callable[[Episodes], torch.Tensor]], # name -> the method's [E, T] actions on the files given
                    budget: float, # the oracle's budget, met on every resample
                    n: int = 1000, # resamples
                    seed: int = 0, # random seed
                    progress: bool = False, # show a progress bar
-                  ) -> dict[str, np.ndarray]:
-    "Oracle recovery and cost of fixed `actions` on `n` resamples of the files, drawn with replacement (NaN where the oracle gains nothing)."
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    "Each method's oracle recovery and cost on `n` resamples of the files, drawn with replacement (NaN where the oracle gains nothing)."
     rng = np.random.default_rng(seed)
-    out = {"recovery": np.full(n, np.nan), "cost": np.zeros(n)}
+    out = {m: {"recovery": np.full(n, np.nan), "cost": np.zeros(n)} for m in methods}
     for b in tqdm(range(n), desc="file bootstrap", disable=not progress):
-        rows = rng.integers(len(eps.paths), size=len(eps.paths))
-        drawn = eps.select(rows)
-        r = score(drawn, actions[rows], "", budget, score(drawn, oracle_actions(drawn, budget), "").gain)
-        out["recovery"][b], out["cost"][b] = np.nan if r.recovery is None else r.recovery, r.cost
+        drawn = eps.select(rng.integers(len(eps.paths), size=len(eps.paths)))
+        og = score(drawn, oracle_actions(drawn, budget), "").gain
+        for m, act in methods.items():
+            r = score(drawn, act(drawn), "", budget, og)
+            out[m]["recovery"][b], out[m]["cost"][b] = np.nan if r.recovery is None else r.recovery, r.cost
     return out
 
