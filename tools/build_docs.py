@@ -6,7 +6,8 @@ Usage: python tools/build_docs.py [--nbs nbs] [--out _docs]
 Each notebook becomes one page named as nbdev names it (`00_models.ipynb` -> `models.html`), in the order of
 `nbs/sidebar.yml`. Hidden cells and nbdev directives are dropped, plotly figures are drawn with a local copy of
 plotly.js (the site works offline), widgets are replaced by a note, links between notebooks point at the pages, and
-each module page ends with its API: the exported names with their signatures, docstrings and parameters.
+each module page ends with its API: the exported names with their signatures, docstrings and parameters. The
+development logs in `nbs/logs/*.md` become pages of their own, and links to them point at those pages.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 _directive = re.compile(r"^\s*#\s*\|\s*(.*)$")
 _nblink = re.compile(r"\]\((?!https?:)([^)#\s]+)\.ipynb(#[^)]*)?\)")
+_mdlink = re.compile(r"\]\((?!https?:)(?:[^)#\s]*/)?([^/)#\s]+)\.md(#[^)]*)?\)")  # a page of nbs/logs, which the site puts beside the notebooks
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -101,6 +103,7 @@ def prepare(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, str | Non
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = _nblink.sub(lambda m: f"]({page_name(Path(m.group(1) + '.ipynb'))}{m.group(2) or ''})", cell.source)
+            cell.source = _mdlink.sub(lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", cell.source)
             if not title and (m := re.search(r"^#\s+(.+)$", cell.source, re.M)): title = m.group(1).strip()
             cells.append(cell)
             continue
@@ -149,7 +152,9 @@ def build(nbs: Path = Path("nbs"), out: Path = Path("_docs")) -> list[Path]:
     nbs, out = Path(nbs), Path(out)
     order = notebook_order(nbs)
     prepared = [(p, *prepare(nbformat.read(p, as_version=4))) for p in order]
-    titles = {page_name(p): (title or p.stem) for p, _, _, title in prepared}
+    logs = [(p, *prepare(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(p.read_text())])))
+            for p in sorted(nbs.glob("logs/*.md"))]  # development logs: markdown pages the notebooks link to
+    titles = {page_name(p): (title or p.stem) for p, _, _, title in prepared} | {f"{p.stem}.html": title or p.stem for p, _, _, title in logs}
     has_index = "index.html" in titles
     nav_items = ([] if has_index else [("index.html", "Home")]) + list(titles.items())
     exporter = HTMLExporter(template_name="basic")
@@ -165,6 +170,7 @@ def build(nbs: Path = Path("nbs"), out: Path = Path("_docs")) -> list[Path]:
         for p, nb, module, title in prepared:
             body, _ = exporter.from_notebook_node(nb)
             write(page_name(p), titles[page_name(p)], body + (api_html(module) if module else ""))
+        for p, nb, _, _ in logs: write(f"{p.stem}.html", titles[f"{p.stem}.html"], exporter.from_notebook_node(nb)[0])
         if not has_index:
             items = "".join(f'<li><a href="{h}">{html.escape(t)}</a></li>' for h, t in titles.items())
             write("index.html", "tttlab", "<h1>tttlab</h1><p>A test-time-training laboratory for PyTorch.</p>"
