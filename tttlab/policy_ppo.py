@@ -50,7 +50,7 @@ __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FE
            'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
            'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult', 'run_online',
            'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main',
-           'file_bootstrap']
+           'lookahead_overlap', 'file_bootstrap']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -1675,6 +1675,16 @@ def main(argv: list[str] | None = None, # arguments after `tttlab ponder`; None 
     elif a.command == "eval": print(results_table([MethodResult(**r) for r in out["methods"]]))
     else: print(json.dumps(out, indent=1))
     return 0
+
+# %% ../nbs/05_policy_ppo.ipynb #la0b1c02
+def lookahead_overlap(chunks: Sequence[Sequence[int]], # a file's chunks of token ids
+                      i: int, # the decision chunk
+                      horizon: int = 8, # following chunks to look at
+                     ) -> float:
+    "Share of the 4-grams of the `horizon` chunks after chunk `i` that chunk `i` holds (not causal: it reads ahead)."
+    own = set(_grams(list(chunks[i]), 4))
+    ahead = [q for c in chunks[i + 1:i + 1 + horizon] for q in _grams(list(c), 4)]
+    return sum(q in own for q in ahead) / max(1, len(ahead))
 
 # %% ../nbs/05_policy_ppo.ipynb #fdbc13e6
 def file_bootstrap(eps: Episodes, # the files
