@@ -33,7 +33,7 @@ PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 _directive = re.compile(r"^\s*#\s*\|\s*(.*)$")
 _nblink = re.compile(r"\]\((?!https?:)([^)#\s]+)\.ipynb(#[^)]*)?\)")
-_mdlink = re.compile(r"\]\((?!https?:)(?:[^)#\s]*/)?([^/)#\s]+)\.md(#[^)]*)?\)")  # a page of nbs/logs, which the site puts beside the notebooks
+_mdlink = re.compile(r"\]\(logs/([^/)#\s]+)\.md(#[^)]*)?\)")  # a page of nbs/logs, which the site puts beside the notebooks
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
