@@ -399,15 +399,17 @@ class FileOutcomes:
     def n(self) -> int: return len(self.loss)
 
     def scored(self, horizon: int | None = None, # following chunks to average over; None for all that were cached
+               skip: int = 0, # following chunks left out first: those already read when a decision is made late
               ) -> np.ndarray:
-        "The token-weighted mean loss over the first `horizon` following chunks, [n, 4]."
+        "The token-weighted mean loss over following chunks `skip + 1` to `horizon`, [n, 4]."
         out = self.outcome if self.outcome.ndim == 3 else self.outcome[..., None]
         tok = (self.tokens if self.tokens.ndim == 2 else self.tokens[:, None]).astype(np.float64)
         h = out.shape[2] if horizon is None else horizon
         if not 0 < h <= out.shape[2]:
             raise CacheMismatchError(f"a horizon of {h} chunks, but the cache scored {out.shape[2]}; rebuild with --horizon {h}")
-        w = tok[:, None, :h]
-        return ((out[..., :h] * w).sum(-1) / w.sum(-1)).astype(np.float32)
+        if not 0 <= skip < h: raise PonderError(f"skipping {skip} of {h} following chunks leaves none to score; skip 0 to {h - 1}")
+        w = tok[:, None, skip:h]
+        return ((out[..., skip:h] * w).sum(-1) / w.sum(-1)).astype(np.float32)
 
 def _file_key(path: str) -> str:
     return f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
@@ -561,6 +563,7 @@ class Episodes:
     @classmethod
     def from_records(cls, recs: Sequence[FileOutcomes], # the cached files
                      horizon: int | None = None, # following chunks each outcome averages over; None for all cached
+                     skip: int = 0, # of those, the first ones left out (already read when a decision is made late)
                     ) -> Episodes:
         "Pad the records of several files into one batch."
         if not recs: raise EmptyCorpusError("no episodes: every file was shorter than two chunks")
@@ -569,7 +572,7 @@ class Episodes:
         mask = torch.zeros(E, T, dtype=torch.bool)
         for e, r in enumerate(recs):
             static[e, :r.n], loss[e, :r.n] = torch.from_numpy(r.features), torch.from_numpy(r.loss)
-            outcome[e, :r.n], mask[e, :r.n] = torch.from_numpy(r.scored(horizon)), True
+            outcome[e, :r.n], mask[e, :r.n] = torch.from_numpy(r.scored(horizon, skip)), True
         return cls(static, loss, outcome, mask, [r.path for r in recs])
 
     def select(self, rows: torch.Tensor | Sequence[int]) -> Episodes:
