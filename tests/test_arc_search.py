@@ -474,6 +474,26 @@ def test_guide_nodes_tool_tunes_on_neighbours_but_never_on_the_task_itself(tmp_p
     with pytest.raises(ValueError, match="K at least 1"): tool.parse_arm("near:0")
 
 
+def test_guide_nodes_tool_reads_each_primitive_through_its_conjugate_in_every_view():
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("arc_guide_nodes", root / "tools" / "arc_guide_nodes.py")
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    grids = [i for t in load_tasks("training")[:20] for i, _ in t.train[:2]]
+    conj = tool.conjugates(grids)
+    assert set(conj) == set(tool.VIEWS) and conj["identity"] == {n: n for n in PRIMITIVES}
+    assert conj["transpose"]["flip_lr"] == "flip_ud" and conj["transpose"]["left_half"] == "top_half"
+    assert conj["rot90"]["shift_left"] in ("shift_down", "shift_up") and conj["flip_lr"]["fill_enclosed"] == "fill_enclosed"
+    task = load_tasks("evaluation")[0]
+    x = task.train[0][0]
+    for view, table in conj.items():  # each entry checked directly on a grid it was not found on
+        for p, q in table.items():
+            if PRIMITIVES[p].tin == PRIMITIVES[p].tout == "grid" and (v := PRIMITIVES[p].fn(x, Context())) is not None:
+                assert np.array_equal(PRIMITIVES[q].fn(tool.in_view(view, x), Context()), tool.in_view(view, v)), (view, p, q)
+    costs = tool.view_costs(load_guide(), task.train, conj)
+    assert set(costs) == set(PRIMITIVES) and all(np.isfinite(c) for c in costs.values())
+    assert tool.parse_arm("views") == ("views", 0)
+
+
 def test_harvested_programs_file_must_map_ids_to_step_lists(tmp_path, capsys):
     from tttlab.arc_search import read_programs
     from tttlab.cli import main

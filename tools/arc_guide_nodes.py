@@ -1,13 +1,16 @@
 """Nodes until the first program, with and without the ARC search guide: the 06b guide-against-unguided tables.
 
-Usage: python tools/arc_guide_nodes.py IDS_FILE_OR_IDS ... [--split evaluation] [--arms none static ttt:0 near:8]
+Usage: python tools/arc_guide_nodes.py IDS_FILE_OR_IDS ... [--split evaluation] [--arms none static views ttt:0 near:8]
                                        [--seconds 40] [--guide-path G] [--harvest H.json] [--split-runs RUN.json ...]
                                        [--out nodes.json]
 
 Each task is searched once per arm, as `tttlab arc solve --method search` does (depth 4, the guide also reading
 the grid states of depth 1 and 2), with a budget long enough that the clock cuts (almost) nothing: `none` orders
 the primitives uniformly, `static` by the guide, `ttt:SEED` by a copy of the guide adapted to the task with that
-seed. Two arms tune a copy of the guide on other tasks' programs instead, the K whose demonstrations the guide
+seed. The `views` arm adapts nothing: it averages the guide's log-probabilities over the task's 8 rotations and
+reflections, each primitive read through its conjugate in that view (`flip_lr` in a transposed view is `flip_ud`;
+the table is found by running the primitives on ARC training grids), the ensemble that an adaptation for
+consistency across views would distil into the guide. Two arms tune a copy of the guide on other tasks' programs instead, the K whose demonstrations the guide
 embeds closest to this task's (4 full-batch steps at lr 1e-3): `near:K` draws them from the harvested training
 programs (`--harvest`, the file `tttlab arc train-guide --programs` writes), `near-split:K` also from the chains
 that a saved run found for the other tasks of the split (`--split-runs`, files of `tttlab arc solve --save`; they
@@ -24,23 +27,26 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tttlab.arc_data import Task, load_tasks, read_task_ids
-from tttlab.arc_search import (PRIMITIVES, Guide, label_vector, load_guide, make_solver, pair_tensors, read_programs,
-                               train_guide, write_json)
+from tttlab.arc_search import (PRIMITIVES, Context, Grid, Guide, batch_of, label_vector, load_guide, make_solver, paint,
+                               pair_tensors, ranked_costs, read_programs, search, train_guide, write_json)
 from tttlab.models import TTTLabError
 
 NEAR_MODES = ("near", "near-split")
+VIEWS = {"identity": lambda a: a, "rot90": np.rot90, "rot180": lambda a: np.rot90(a, 2), "rot270": lambda a: np.rot90(a, 3),
+         "flip_lr": np.fliplr, "flip_ud": np.flipud, "transpose": np.transpose, "antitranspose": lambda a: np.rot90(a, 2).T}
 
 
 def parse_arm(arm: str) -> tuple[str, int]:
     "An arm's guide mode and number: `none`, `static`, `ttt:SEED`, `near:K` or `near-split:K`."
     mode, _, num = arm.partition(":")
-    if mode in ("none", "static") and not num: return mode, 0
+    if mode in ("none", "static", "views") and not num: return mode, 0
     if mode == "ttt" and num.isdigit() or mode in NEAR_MODES and num.isdigit() and int(num) >= 1: return mode, int(num)
-    raise ValueError(f"unknown arm {arm!r}; use none, static, ttt:SEED, near:K or near-split:K (K at least 1)")
+    raise ValueError(f"unknown arm {arm!r}; use none, static, views, ttt:SEED, near:K or near-split:K (K at least 1)")
 
 
 @torch.no_grad()
@@ -82,6 +88,66 @@ def near_guide(guide: Guide, # the static guide
     return tuned.eval()
 
 
+def in_view(view: str, grid: Grid) -> Grid:
+    "`grid` seen in one of the 8 dihedral `VIEWS`."
+    return np.ascontiguousarray(VIEWS[view](grid), dtype=np.int8)
+
+
+def conjugates(grids: list[Grid], # probe grids
+              ) -> dict[str, dict[str, str]]:
+    "For each view g and primitive p, a primitive q of p's types with q(g(x)) = g(p(x)) on every probe grid, where one exists."
+    ctx = Context()
+    def seen(name, x):  # p's value on x as a grid: an objs input comes from one extractor, an objs output is painted
+        p = PRIMITIVES[name]
+        v = x if p.tin == "grid" else PRIMITIVES["objs_multi_diag"].fn(x, ctx)
+        v = None if v is None else p.fn(v, ctx)
+        if isinstance(v, list): return paint(v, v[0].canvas, v[0].bg) if v else None
+        return v
+    key = lambda v: None if v is None else (v.shape, v.tobytes())
+    base = {n: [seen(n, x) for x in grids] for n in PRIMITIVES}
+    out = {"identity": {n: n for n in PRIMITIVES}}
+    for view in list(VIEWS)[1:]:
+        moved = {n: tuple(key(seen(n, in_view(view, x))) for x in grids) for n in PRIMITIVES}
+        out[view] = {}
+        for n, p in PRIMITIVES.items():
+            want = tuple(key(None if v is None else in_view(view, v)) for v in base[n])
+            if sum(w is not None for w in want) < 10: continue  # too few grids tell
+            same = [q for q, qp in PRIMITIVES.items() if (qp.tin, qp.tout) == (p.tin, p.tout) and moved[q] == want]
+            if same: out[view][n] = n if n in same else same[0]
+    return out
+
+
+@torch.no_grad()
+def view_costs(guide: Guide, # the static guide
+               pairs: list[tuple[Grid, Grid]], # demonstration pairs (or a state's values and the outputs)
+               conj: dict[str, dict[str, str]], # `conjugates`
+              ) -> dict[str, float]:
+    "Search costs from the guide's log-probabilities averaged over the pairs' 8 views, each primitive read through its conjugate there."
+    logits = guide.eval()(*batch_of([pair_tensors([(in_view(v, i), in_view(v, o)) for i, o in pairs]) for v in VIEWS]))
+    col = {n: k for k, n in enumerate(guide.names)}
+    score = {}
+    for typ in ("grid", "objs"):
+        names = [n for n, p in PRIMITIVES.items() if p.tin == typ]
+        logp = logits[:, [col[n] for n in names]].log_softmax(1)
+        for j, n in enumerate(names):
+            got = [float(logp[k, names.index(conj[v][n])]) for k, v in enumerate(VIEWS) if n in conj[v]]
+            score[n] = sum(got) / len(got)
+    return ranked_costs(score)
+
+
+def views_solver(guide: Guide, # the static guide
+                 seconds: float, # search budget per task
+                ):
+    "A solver like `make_solver('static')` whose costs come from `view_costs` at the root and at the grid states it reads."
+    conj = conjugates([i for t in load_tasks("training")[:100] for i, _ in t.train[:2]])
+    log = {}
+    def solve(task: Task) -> None:
+        log[task.id] = search(task, view_costs(guide, task.train, conj), 4, time_budget=seconds,
+                              restate=lambda vals, outs: view_costs(guide, list(zip(vals, outs)), conj), restate_depth=2)
+    solve.log = log
+    return solve
+
+
 def ratios(ref: list[int], # the first arm's nodes, one per compared task
            arm: list[int], # another arm's nodes on the same tasks
           ) -> dict[str, float]:
@@ -96,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("tasks", nargs="+", help="a file of task ids (one a line, # starts a comment), or the ids themselves")
     p.add_argument("--split", default="evaluation", choices=("training", "evaluation"), help="ARC-AGI-1 split")
-    p.add_argument("--arms", nargs="+", default=["none", "static"], help="none, static, ttt:SEED, near:K or near-split:K; the first is the reference")
+    p.add_argument("--arms", nargs="+", default=["none", "static"], help="none, static, views, ttt:SEED, near:K or near-split:K; the first is the reference")
     p.add_argument("--seconds", type=float, default=40.0, help="search budget per task and arm")
     p.add_argument("--guide-path", type=Path, default=None, help="a guide checkpoint (default: the shipped one)")
     p.add_argument("--harvest", type=Path, default=None, help="harvested training programs for the near arms (JSON: task id -> program)")
@@ -110,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         by_id = {t.id: t for t in load_tasks(args.split)}
         if missing := [i for i in ids if i not in by_id]: raise ValueError(f"not ARC-AGI-1 {args.split} tasks: {' '.join(missing)}")
         guide = load_guide(args.guide_path) if any(m != "none" for m, _ in arms.values()) else None
-        solvers = {a: make_solver(m, guide, args.seconds, seed=s) for a, (m, s) in arms.items() if m not in NEAR_MODES}
+        solvers = {a: views_solver(guide, args.seconds) if m == "views" else make_solver(m, guide, args.seconds, seed=s)
+                   for a, (m, s) in arms.items() if m not in NEAR_MODES}
         pools = {}
         if any(m in NEAR_MODES for m, _ in arms.values()):
             if args.harvest is None or not args.harvest.is_file(): raise ValueError("near arms need --harvest, a file of harvested training programs")
