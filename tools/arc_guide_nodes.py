@@ -4,19 +4,19 @@ Usage: python tools/arc_guide_nodes.py IDS_FILE_OR_IDS ... [--split evaluation] 
                                        [--seconds 40] [--guide-path G] [--harvest H.json] [--split-runs RUN.json ...]
                                        [--out nodes.json]
 
-Each task is searched once per arm, as `tttlab arc solve --method search` does (depth 4, the guide also reading
-the grid states of depth 1 and 2), with a budget long enough that the clock cuts (almost) nothing: `none` orders
-the primitives uniformly, `static` by the guide, `ttt:SEED` by a copy of the guide adapted to the task with that
-seed. The `views` arm adapts nothing: it averages the guide's log-probabilities over the task's 8 rotations and
+Each task is searched once per arm, as `tttlab arc solve --method search` does (depth 4, the guide also reading the
+grid states of depth 1 and 2), with a budget long enough that the clock cuts (almost) nothing: `none` orders the
+primitives uniformly, `static` by the guide, `ttt:SEED` by a copy of the guide adapted to the task with that seed.
+The `views` arm adapts nothing: it averages the guide's log-probabilities over the task's 8 rotations and
 reflections, each primitive read through its conjugate in that view (`flip_lr` in a transposed view is `flip_ud`;
 the table is found by running the primitives on ARC training grids), the ensemble that an adaptation for
-consistency across views would distil into the guide. Two arms tune a copy of the guide on other tasks' programs instead, the K whose demonstrations the guide
-embeds closest to this task's (4 full-batch steps at lr 1e-3): `near:K` draws them from the harvested training
-programs (`--harvest`, the file `tttlab arc train-guide --programs` writes), `near-split:K` also from the chains
-that a saved run found for the other tasks of the split (`--split-runs`, files of `tttlab arc solve --save`; they
-are checked against the demonstrations only). Only the tasks on which every arm's first program came from the
-search loop are compared: a fitter that answers before or after the loop does not depend on the order. The
-ratios are against the first arm.
+consistency across views would distil into the guide. Two arms tune a copy of the guide on other tasks' programs
+instead, the K whose demonstrations the guide embeds closest to this task's (4 full-batch steps at lr 1e-3):
+`near:K` draws them from the harvested training programs (`--harvest`, the file `tttlab arc train-guide --programs`
+writes), `near-split:K` also from the chains that a saved run found for the other tasks of the split
+(`--split-runs`, files of `tttlab arc solve --save`; they are checked against the demonstrations only). Only the
+tasks on which every arm's first program came from the search loop are compared: a fitter that answers before or
+after the loop does not depend on the order. The ratios are against the first arm.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import copy
 import json
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ VIEWS = {"identity": lambda a: a, "rot90": np.rot90, "rot180": lambda a: np.rot9
 
 
 def parse_arm(arm: str) -> tuple[str, int]:
-    "An arm's guide mode and number: `none`, `static`, `ttt:SEED`, `near:K` or `near-split:K`."
+    "An arm's guide mode and number: `none`, `static`, `views`, `ttt:SEED`, `near:K` or `near-split:K`."
     mode, _, num = arm.partition(":")
     if mode in ("none", "static", "views") and not num: return mode, 0
     if mode == "ttt" and num.isdigit() or mode in NEAR_MODES and num.isdigit() and int(num) >= 1: return mode, int(num)
@@ -129,15 +130,16 @@ def view_costs(guide: Guide, # the static guide
     for typ in ("grid", "objs"):
         names = [n for n, p in PRIMITIVES.items() if p.tin == typ]
         logp = logits[:, [col[n] for n in names]].log_softmax(1)
-        for j, n in enumerate(names):
-            got = [float(logp[k, names.index(conj[v][n])]) for k, v in enumerate(VIEWS) if n in conj[v]]
+        pos = {n: j for j, n in enumerate(names)}
+        for n in names:
+            got = [float(logp[k, pos[conj[v][n]]]) for k, v in enumerate(VIEWS) if n in conj[v]]
             score[n] = sum(got) / len(got)
     return ranked_costs(score)
 
 
 def views_solver(guide: Guide, # the static guide
                  seconds: float, # search budget per task
-                ):
+                ) -> Callable[[Task], None]:
     "A solver like `make_solver('static')` whose costs come from `view_costs` at the root and at the grid states it reads."
     conj = conjugates([i for t in load_tasks("training")[:100] for i, _ in t.train[:2]])
     log = {}
