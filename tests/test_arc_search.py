@@ -457,20 +457,24 @@ def test_guide_nodes_tool_tunes_on_neighbours_but_never_on_the_task_itself(tmp_p
     assert chains == {"ce8d95cc": ["dedupe_lines"], "e1baa8a4": ["dedupe_lines"]}  # no fitter, no recolouring; the shortest
     guide = load_guide()
     ev = {t.id: t for t in load_tasks("evaluation")}
-    pool = [(i, ev[i], prog, tool.embedding(guide, ev[i])) for i, prog in chains.items()]
+    pool = [(i, ev[i], prog, tool.embedding(guide, ev[i].train)) for i, prog in chains.items()]
     assert [row[0] for row in tool.neighbours(guide, ev["ce8d95cc"], pool, 5)] == ["e1baa8a4"]
-    assert torch.allclose(tool.embedding(guide, ev["ce8d95cc"]).norm(), torch.tensor(1.0))
+    assert torch.allclose(tool.embedding(guide, ev["ce8d95cc"].train).norm(), torch.tensor(1.0))
     tuned = tool.near_guide(guide, ev["ce8d95cc"], pool, 1)
     assert any(not torch.equal(a, b) for a, b in zip(tuned.parameters(), guide.parameters()))
+    own_or_unknown = [("ce8d95cc", ev["ce8d95cc"], ["dedupe_lines"], None), ("e1baa8a4", ev["e1baa8a4"], ["no_such_step"], None)]
+    assert tool.acted_guide(guide, ev["ce8d95cc"], own_or_unknown, 1) is guide  # nothing left to tune on
+    acted = tool.acted_guide(guide, ev["ce8d95cc"], [("e1baa8a4", ev["e1baa8a4"], ["dedupe_lines"], None)], 1)
+    assert any(not torch.equal(a, b) for a, b in zip(acted.parameters(), guide.parameters()))
     harvest = tmp_path / "harvest.json"
     harvest.write_text(json.dumps({"007bbfb7": ["self_kron"], "3c9b0459": ["rot180"]}))
     cmd = [sys.executable, str(root / "tools" / "arc_guide_nodes.py"), "ce8d95cc", "--seconds", "2"]
-    subprocess.run(cmd + ["--arms", "static", "near:1", "near-split:1", "--harvest", str(harvest), "--split-runs", str(run),
+    subprocess.run(cmd + ["--arms", "static", "near:1", "near-split:1", "acted:1", "--harvest", str(harvest), "--split-runs", str(run),
                           "--out", str(tmp_path / "n.json")], capture_output=True, text=True, check=True)
-    assert set(json.loads((tmp_path / "n.json").read_text())["per_task"]) == {"static", "near:1", "near-split:1"}
+    assert set(json.loads((tmp_path / "n.json").read_text())["per_task"]) == {"static", "near:1", "near-split:1", "acted:1"}
     bad = subprocess.run(cmd + ["--arms", "static", "near:1"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "near arms need --harvest" in bad.stderr
-    assert tool.parse_arm("near-split:3") == ("near-split", 3)
+    assert bad.returncode == 2 and "acted arms need --harvest" in bad.stderr
+    assert tool.parse_arm("near-split:3") == ("near-split", 3) and tool.parse_arm("acted:8") == ("acted", 8)
     with pytest.raises(ValueError, match="K at least 1"): tool.parse_arm("near:0")
 
 

@@ -14,9 +14,11 @@ consistency across views would distil into the guide. Two arms tune a copy of th
 instead, the K whose demonstrations the guide embeds closest to this task's (4 full-batch steps at lr 1e-3):
 `near:K` draws them from the harvested training programs (`--harvest`, the file `tttlab arc train-guide --programs`
 writes), `near-split:K` also from the chains that a saved run found for the other tasks of the split
-(`--split-runs`, files of `tttlab arc solve --save`; they are checked against the demonstrations only). Only the
-tasks on which every arm's first program came from the search loop are compared: a fitter that answers before or
-after the loop does not depend on the order. The ratios are against the first arm.
+(`--split-runs`, files of `tttlab arc solve --save`; they are checked against the demonstrations only). `acted:K`
+runs every harvested program on this task's own inputs and tunes on the K whose input-output pairs the guide embeds
+closest to the task's, each with its program as the label. Only the tasks on which every arm's first program came
+from the search loop are compared: a fitter that answers before or after the loop does not depend on the order. The
+ratios are against the first arm.
 """
 from __future__ import annotations
 
@@ -34,26 +36,27 @@ import torch.nn.functional as F
 
 from tttlab.arc_data import Task, load_tasks, read_task_ids
 from tttlab.arc_search import (PRIMITIVES, Context, Grid, Guide, batch_of, label_vector, load_guide, make_solver, paint,
-                               pair_tensors, ranked_costs, read_programs, search, train_guide, write_json)
+                               pair_tensors, ranked_costs, read_programs, run_program, search, task_context, train_guide,
+                               write_json)
 from tttlab.models import TTTLabError
 
-NEAR_MODES = ("near", "near-split")
+NEAR_MODES = ("near", "near-split", "acted")
 VIEWS = {"identity": lambda a: a, "rot90": np.rot90, "rot180": lambda a: np.rot90(a, 2), "rot270": lambda a: np.rot90(a, 3),
          "flip_lr": np.fliplr, "flip_ud": np.flipud, "transpose": np.transpose, "antitranspose": lambda a: np.rot90(a, 2).T}
 
 
 def parse_arm(arm: str) -> tuple[str, int]:
-    "An arm's guide mode and number: `none`, `static`, `views`, `ttt:SEED`, `near:K` or `near-split:K`."
+    "An arm's guide mode and number: `none`, `static`, `views`, `ttt:SEED`, `near:K`, `near-split:K` or `acted:K`."
     mode, _, num = arm.partition(":")
     if mode in ("none", "static", "views") and not num: return mode, 0
     if mode == "ttt" and num.isdigit() or mode in NEAR_MODES and num.isdigit() and int(num) >= 1: return mode, int(num)
-    raise ValueError(f"unknown arm {arm!r}; use none, static, views, ttt:SEED, near:K or near-split:K (K at least 1)")
+    raise ValueError(f"unknown arm {arm!r}; use none, static, views, ttt:SEED, near:K, near-split:K or acted:K (K at least 1)")
 
 
 @torch.no_grad()
-def embedding(guide: Guide, task: Task) -> torch.Tensor:
-    "The guide's reading of a task: its `pair` layer averaged over the demonstrations, unit length."
-    return F.normalize(guide.eval().read_pairs(*pair_tensors(task.train))[1].mean(0), dim=0)
+def embedding(guide: Guide, pairs: list[tuple[Grid, Grid]]) -> torch.Tensor:
+    "The guide's reading of a task's pairs: its `pair` layer averaged over them, unit length."
+    return F.normalize(guide.eval().read_pairs(*pair_tensors(pairs))[1].mean(0), dim=0)
 
 
 def split_chains(runs: list[Path]) -> dict[str, list[str]]:
@@ -73,8 +76,18 @@ def neighbours(guide: Guide, # the static guide
               ) -> list[tuple[str, Task, list[str], torch.Tensor]]:
     "The k pool tasks the guide embeds closest to `task`, nearest first; the task itself is never one of them."
     pool = [row for row in pool if row[0] != task.id]
-    sims = torch.stack([row[3] for row in pool]) @ embedding(guide, task)
+    sims = torch.stack([row[3] for row in pool]) @ embedding(guide, task.train)
     return [pool[j] for j in sims.topk(min(k, len(pool))).indices.tolist()]
+
+
+def tuned_copy(guide: Guide, # the static guide
+               examples: list[tuple[list[tuple[Grid, Grid]], list[str]]], # (pairs, program) to tune on
+              ) -> Guide:
+    "A copy of the guide tuned for 4 full-batch steps at lr 1e-3 on the examples' programs."
+    tuned = copy.deepcopy(guide)
+    batch = [(pair_tensors(pairs), label_vector(tuned.names, prog)) for pairs, prog in examples]
+    train_guide(tuned, batch, epochs=4, batch_size=len(batch), lr=1e-3, seed=0, progress=False)
+    return tuned.eval()
 
 
 def near_guide(guide: Guide, # the static guide
@@ -82,11 +95,25 @@ def near_guide(guide: Guide, # the static guide
                pool: list[tuple[str, Task, list[str], torch.Tensor]], # (id, task, program, embedding) to draw from
                k: int, # neighbours
               ) -> Guide:
-    "A copy of the guide tuned for 4 full-batch steps on the programs of the task's k `neighbours`."
-    tuned = copy.deepcopy(guide)
-    examples = [(pair_tensors(t.train), label_vector(tuned.names, prog)) for _, t, prog, _ in neighbours(guide, task, pool, k)]
-    train_guide(tuned, examples, epochs=4, batch_size=len(examples), lr=1e-3, seed=0, progress=False)
-    return tuned.eval()
+    "A copy of the guide tuned on the programs of the task's k `neighbours`, each with its own task's pairs."
+    return tuned_copy(guide, [(t.train, prog) for _, t, prog, _ in neighbours(guide, task, pool, k)])
+
+
+def acted_guide(guide: Guide, # the static guide
+                task: Task, # the task to search
+                pool: list[tuple[str, Task, list[str], torch.Tensor]], # (id, task, program, embedding) to draw from
+                k: int, # programs
+               ) -> Guide:
+    "A copy of the guide tuned on the k pool programs whose effect on this task's own inputs it embeds closest to the task's pairs."
+    ctx, own, scored = task_context(task), embedding(guide, task.train), []
+    for pid, _, prog, _ in pool:
+        if pid == task.id or not all(s in PRIMITIVES for s in prog): continue
+        outs = [run_program(prog, x, ctx) for x, _ in task.train]
+        if any(o is None for o in outs) or all(np.array_equal(o, x) for o, (x, _) in zip(outs, task.train)): continue
+        pairs = [(x, o) for (x, _), o in zip(task.train, outs)]
+        scored.append((float(embedding(guide, pairs) @ own), pairs, prog))
+    best = sorted(scored, key=lambda row: -row[0])[:k]
+    return tuned_copy(guide, [(pairs, prog) for _, pairs, prog in best]) if best else guide
 
 
 def in_view(view: str, grid: Grid) -> Grid:
@@ -164,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("tasks", nargs="+", help="a file of task ids (one a line, # starts a comment), or the ids themselves")
     p.add_argument("--split", default="evaluation", choices=("training", "evaluation"), help="ARC-AGI-1 split")
-    p.add_argument("--arms", nargs="+", default=["none", "static"], help="none, static, views, ttt:SEED, near:K or near-split:K; the first is the reference")
+    p.add_argument("--arms", nargs="+", default=["none", "static"], help="none, static, views, ttt:SEED, near:K, near-split:K or acted:K; the first is the reference")
     p.add_argument("--seconds", type=float, default=40.0, help="search budget per task and arm")
     p.add_argument("--guide-path", type=Path, default=None, help="a guide checkpoint (default: the shipped one)")
     p.add_argument("--harvest", type=Path, default=None, help="harvested training programs for the near arms (JSON: task id -> program)")
@@ -182,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                    for a, (m, s) in arms.items() if m not in NEAR_MODES}
         pools = {}
         if any(m in NEAR_MODES for m, _ in arms.values()):
-            if args.harvest is None or not args.harvest.is_file(): raise ValueError("near arms need --harvest, a file of harvested training programs")
+            if args.harvest is None or not args.harvest.is_file(): raise ValueError("near, near-split and acted arms need --harvest, a file of harvested training programs")
             training = {t.id: t for t in load_tasks("training")}
             pools["near"] = [(i, training[i], prog) for i, prog in read_programs(args.harvest).items() if i in training]
             pools["near-split"] = pools["near"] + [(i, by_id[i], prog) for i, prog in split_chains(args.split_runs).items() if i in by_id]
-            pools = {m: [(*row, embedding(guide, row[1])) for row in pool] for m, pool in pools.items()}
+            pools["acted"] = pools["near"]
+            pools = {m: [(*row, embedding(guide, row[1].train)) for row in pool] for m, pool in pools.items()}
     except (ValueError, TTTLabError, OSError, KeyError) as e: p.error(str(e))
     rows = {a: {} for a in arms}
     width = {a: max(12, len(a) + 2) for a in arms}
@@ -195,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     print("task      " + "".join(f"{a:>{width[a]}}" for a in arms), flush=True)
     for tid in ids:
         for a, (mode, num) in arms.items():
-            solve = solvers[a] if a in solvers else make_solver("static", near_guide(guide, by_id[tid], pools[mode], num), args.seconds)
+            tune = acted_guide if mode == "acted" else near_guide
+            solve = solvers[a] if a in solvers else make_solver("static", tune(guide, by_id[tid], pools[mode], num), args.seconds)
             solve(by_id[tid])
             r = solve.log[tid]
             rows[a][tid] = {"nodes_to_first": r.nodes_to_first, "nodes_expanded": r.nodes_expanded,
