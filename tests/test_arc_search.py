@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, task_solved
+from tttlab.arc_data import ARCFormatError, Task, as_grid, load_tasks, symmetry, task_solved
 from tttlab.arc_search import (FITTERS_ROOT, FITTERS_STATE, GUIDE_PATH, KEEPS_SHAPE, PRIMITIVES, Context,
                                GuideError, Obj, adapt_guide, colour_perm, attract_to_walls, extend_period, fill_by_symmetry, fit_blocks, fit_count,
                                fit_fill_holes, fit_local_rule, fit_mosaic, fit_attract, fit_object_recolour, fit_panel_rule, fit_pieces,
@@ -484,15 +484,15 @@ def test_guide_nodes_tool_reads_each_primitive_through_its_conjugate_in_every_vi
     tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
     grids = [i for t in load_tasks("training")[:20] for i, _ in t.train[:2]]
     conj = tool.conjugates(grids)
-    assert set(conj) == set(tool.VIEWS) and conj["identity"] == {n: n for n in PRIMITIVES}
-    assert conj["transpose"]["flip_lr"] == "flip_ud" and conj["transpose"]["left_half"] == "top_half"
-    assert conj["rot90"]["shift_left"] in ("shift_down", "shift_up") and conj["flip_lr"]["fill_enclosed"] == "fill_enclosed"
+    assert set(conj) == set(range(8)) and conj[0] == {n: n for n in PRIMITIVES}
+    assert conj[4]["flip_lr"] == "flip_ud" and conj[4]["left_half"] == "top_half"  # 4: transposed
+    assert conj[1]["shift_left"] == "shift_down" and conj[2]["fill_enclosed"] == "fill_enclosed"  # a quarter turn, a half turn
     task = load_tasks("evaluation")[0]
     x = task.train[0][0]
     for view, table in conj.items():  # each entry checked directly on a grid it was not found on
         for p, q in table.items():
             if PRIMITIVES[p].tin == PRIMITIVES[p].tout == "grid" and (v := PRIMITIVES[p].fn(x, Context())) is not None:
-                assert np.array_equal(PRIMITIVES[q].fn(tool.in_view(view, x), Context()), tool.in_view(view, v)), (view, p, q)
+                assert np.array_equal(PRIMITIVES[q].fn(symmetry(x, view), Context()), symmetry(v, view)), (view, p, q)
     costs = tool.view_costs(load_guide(), task.train, conj)
     assert set(costs) == set(PRIMITIVES) and all(np.isfinite(c) for c in costs.values())
     assert tool.parse_arm("views") == ("views", 0)

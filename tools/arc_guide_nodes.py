@@ -34,15 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tttlab.arc_data import Task, load_tasks, read_task_ids
+from tttlab.arc_data import Task, load_tasks, read_task_ids, symmetry
 from tttlab.arc_search import (PRIMITIVES, Context, Grid, Guide, batch_of, label_vector, load_guide, make_solver, paint,
                                pair_tensors, ranked_costs, read_programs, run_program, search, task_context, train_guide,
                                write_json)
 from tttlab.models import TTTLabError
 
 NEAR_MODES = ("near", "near-split", "acted")
-VIEWS = {"identity": lambda a: a, "rot90": np.rot90, "rot180": lambda a: np.rot90(a, 2), "rot270": lambda a: np.rot90(a, 3),
-         "flip_lr": np.fliplr, "flip_ud": np.flipud, "transpose": np.transpose, "antitranspose": lambda a: np.rot90(a, 2).T}
+VIEWS = range(8)  # the symmetries of the square, as `symmetry` numbers them (0: the task as it is, 4: transposed)
 
 
 def parse_arm(arm: str) -> tuple[str, int]:
@@ -116,13 +115,8 @@ def acted_guide(guide: Guide, # the static guide
     return tuned_copy(guide, [(pairs, prog) for _, pairs, prog in best]) if best else guide
 
 
-def in_view(view: str, grid: Grid) -> Grid:
-    "`grid` seen in one of the 8 dihedral `VIEWS`."
-    return np.ascontiguousarray(VIEWS[view](grid), dtype=np.int8)
-
-
 def conjugates(grids: list[Grid], # probe grids
-              ) -> dict[str, dict[str, str]]:
+              ) -> dict[int, dict[str, str]]:
     "For each view g and primitive p, a primitive q of p's types with q(g(x)) = g(p(x)) on every probe grid, where one exists."
     ctx = Context()
     def seen(name, x):  # p's value on x as a grid: an objs input comes from one extractor, an objs output is painted
@@ -133,12 +127,12 @@ def conjugates(grids: list[Grid], # probe grids
         return v
     key = lambda v: None if v is None else (v.shape, v.tobytes())
     base = {n: [seen(n, x) for x in grids] for n in PRIMITIVES}
-    out = {"identity": {n: n for n in PRIMITIVES}}
-    for view in list(VIEWS)[1:]:
-        moved = {n: tuple(key(seen(n, in_view(view, x))) for x in grids) for n in PRIMITIVES}
+    out = {0: {n: n for n in PRIMITIVES}}
+    for view in VIEWS[1:]:
+        moved = {n: tuple(key(seen(n, symmetry(x, view))) for x in grids) for n in PRIMITIVES}
         out[view] = {}
         for n, p in PRIMITIVES.items():
-            want = tuple(key(None if v is None else in_view(view, v)) for v in base[n])
+            want = tuple(key(None if v is None else symmetry(v, view)) for v in base[n])
             if sum(w is not None for w in want) < 10: continue  # too few grids tell
             same = [q for q, qp in PRIMITIVES.items() if (qp.tin, qp.tout) == (p.tin, p.tout) and moved[q] == want]
             if same: out[view][n] = n if n in same else same[0]
@@ -148,10 +142,10 @@ def conjugates(grids: list[Grid], # probe grids
 @torch.no_grad()
 def view_costs(guide: Guide, # the static guide
                pairs: list[tuple[Grid, Grid]], # demonstration pairs (or a state's values and the outputs)
-               conj: dict[str, dict[str, str]], # `conjugates`
+               conj: dict[int, dict[str, str]], # `conjugates`
               ) -> dict[str, float]:
     "Search costs from the guide's log-probabilities averaged over the pairs' 8 views, each primitive read through its conjugate there."
-    logits = guide.eval()(*batch_of([pair_tensors([(in_view(v, i), in_view(v, o)) for i, o in pairs]) for v in VIEWS]))
+    logits = guide.eval()(*batch_of([pair_tensors([(symmetry(i, v), symmetry(o, v)) for i, o in pairs]) for v in VIEWS]))
     col = {n: k for k, n in enumerate(guide.names)}
     score = {}
     for typ in ("grid", "objs"):
