@@ -18,8 +18,8 @@ from torch import nn
 import transformers  # a lazy module: the hints below load nothing
 
 from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, StudyRow, TTTLabError,
-                           TTTStrategy, compute_dtype)
-from .ttt_linear import (LossScale, PrefixCache, decoder_layers, finite, generate_text,
+                           TTTStrategy, compute_dtype, seeded)
+from .ttt_linear import (LossScale, PrefixCache, chunk_key, decoder_layers, finite, generate_text,
                                resolve_layers, backward_with_views, weight_change)
 
 # %% auto #0
@@ -99,7 +99,7 @@ class LaCTUpdater:
 
     def process_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
         "Apply the chunk with the current fast weights; accumulate the gradient of its (and its views') loss; return the chunk's loss."
-        key = tuple(input_ids.shape) + (int(input_ids.sum()),)
+        key = chunk_key(input_ids)
         passes = self.passes[key] = self.passes.get(key, -1) + 1  # alternate the window cuts from pass to pass
         if passes == 0 and self.lact.units is not None: self.select_units(input_ids)
         chunk = self.loss(input_ids, offset=(self.lact.context or 0) // 2 * (passes % 2))
@@ -115,8 +115,7 @@ class LaCTUpdater:
         if self._anchor is None:  # made on first use, so its cost counts as learning time
             with torch.no_grad(), self.disabled():
                 start = self.model.config.bos_token_id if self.model.config.bos_token_id is not None else 0
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.config.seed)
+                with seeded(self.config.seed):
                     ids = self.model.generate(torch.tensor([[start]], device=self.cache.device), do_sample=True,
                                               max_new_tokens=self.lact.anchor_tokens, min_new_tokens=self.lact.anchor_tokens,
                                               top_k=None, top_p=None, pad_token_id=start)
@@ -168,8 +167,8 @@ class LaCTUpdater:
         "Take one step with the accumulated gradient, in fp32 on the master weights; False (and nothing changes) when it was NaN or Inf."
         grads = None if self._bad or any(p.grad is None for p in self.params) else self.scaler.unscale(self.params)
         if grads is not None:
-            for w, g in zip(self.master, grads): w.grad = g  # fp32 gradients on the fp32 weights, clipped together
-            torch.nn.utils.clip_grad_norm_(self.master, self.config.max_grad_norm)
+            for w, g in zip(self.master, grads): w.grad = g  # fp32 gradients on the fp32 weights
+            if not self.lact.muon: torch.nn.utils.clip_grad_norm_(self.master, self.config.max_grad_norm)  # orthogonalising sets the scale
             for i, (p, w, n0) in enumerate(zip(self.params, self.master, self.row_norms)):
                 mask, g = self._unit_mask(i), w.grad
                 before = w.detach().clone() if mask is not None else None

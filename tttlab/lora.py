@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 import tttlab
 from .lact import LaCTConfig, LaCTUpdater
 from .models import (LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
-                           TTTStrategy, atomic_write, autocast, compute_dtype, default_model_dir, load_lm, pick_device)
+                           TTTStrategy, atomic_write, autocast, compute_dtype, default_model_dir, load_lm, pick_device, seeded)
 from .ttt_linear import TTTLinearStrategy, decoder_layers, switched_off, view_parts, weight_change
 
 # %% auto #0
@@ -271,8 +271,7 @@ class LoRAStrategy:
         self.config, self.lora = config or LearningConfig(strategy="lora"), lora or LoRAConfig()
         if isinstance(model, PeftModel): self.model = model
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.config.seed)
+            with seeded(self.config.seed):
                 self.model = add_lora(model, self.lora, adapter_name)
         self.base_model = self.model.get_base_model()
         self._template = self.model.peft_config[self.model.active_adapter]
@@ -310,8 +309,7 @@ class LoRAStrategy:
         "Make adapter `name` the active, trainable one, creating it (from the same seed) if it does not exist."
         if self.merged: raise LoRAError("the adapter is merged into the base weights; call unmerge() before switching")
         if name not in self.model.peft_config:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.config.seed)
+            with seeded(self.config.seed):
                 self.model.add_adapter(name, copy.deepcopy(self._template))
         self.model.set_adapter(name)
         params = self._params(name)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 __all__ = ['Strategy', 'Precision', 'View', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
            'checked_settings', 'StudyRow', 'DocumentChunk', 'study_batch', 'Document', 'DocumentConstraints',
            'LearningConfig', 'LearningMetrics', 'Question', 'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device',
-           'cpu_supports_bf16', 'compute_dtype', 'autocast', 'atomic_write', 'cache_dir', 'default_gguf_path',
+           'cpu_supports_bf16', 'compute_dtype', 'autocast', 'seeded', 'atomic_write', 'cache_dir', 'default_gguf_path',
            'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer', 'load_lm', 'tiny_llama']
 
 # %% ../nbs/00_models.ipynb #5ffccc45
@@ -199,6 +199,13 @@ def autocast(device: torch.device, precision: Precision = "auto") -> ContextMana
     dt = compute_dtype(device, precision)
     if dt == torch.float32: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dt)
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    "Run a block with torch's generators (the CPU's and every GPU's) seeded with `seed`, and put them back after it."
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        yield
 
 # %% ../nbs/00_models.ipynb #a7f0e002
 def atomic_write(path: Path | str, # the file to write; its folder is created if needed

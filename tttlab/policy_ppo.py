@@ -32,7 +32,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 import transformers  # a lazy module: the hints below load nothing
 
-from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings
+from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings, seeded
 from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
@@ -1243,8 +1243,7 @@ def sampled_actions(policy: PonderPolicy, # the trained policy
                     seed: int = 0, # sampling seed
                    ) -> torch.Tensor:
     "The decisions of the stochastic policy PPO trained (whose mean cost the PID controller held), sampled with `seed`."
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.no_grad(), seeded(seed):
         return rollout(eps, _sample(policy), budget, guard, carry).actions
 
 @contextlib.contextmanager

@@ -22,10 +22,10 @@ import transformers  # a lazy module: the hints below load nothing
 from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, compute_dtype, load_lm, study_batch
 
 # %% auto #0
-__all__ = ['Placement', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers', 'TTTBlockMLP',
-           'cache_keyword', 'cache_kwargs', 'generate_text', 'switched_off', 'TTTModel', 'PrefixCache',
-           'SlicedHeadLoss', 'token_focus', 'lm_loss', 'view_parts', 'backward_with_views', 'weight_change', 'finite',
-           'LossScale', 'TTTLinearStrategy']
+__all__ = ['Placement', 'CAUSAL_WITHOUT_MASK', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers',
+           'TTTBlockMLP', 'cache_keyword', 'cache_kwargs', 'generate_text', 'switched_off', 'TTTModel', 'chunk_key',
+           'PrefixCache', 'SlicedHeadLoss', 'token_focus', 'lm_loss', 'view_parts', 'backward_with_views',
+           'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -249,6 +249,12 @@ class TTTModel(nn.Module):
                 self.past.crop(-added)  # generating extended the kept cache in place; a copy would fail if it has gradients
 
 # %% ../nbs/02_ttt_linear.ipynb #d9cba956
+CAUSAL_WITHOUT_MASK = ("sdpa", "flash_attention_2", "flash_attention_3")  # attention kernels that are causal when given no mask
+
+def chunk_key(input_ids: torch.Tensor) -> tuple:
+    "A chunk's identity: its shape and a hash of its tokens."
+    return tuple(input_ids.shape), hashlib.sha1(input_ids.cpu().numpy().tobytes()).hexdigest()
+
 class PrefixCache:
     "The output of a causal LM's first `start` blocks for each chunk, computed once without gradients."
     def __init__(self,
@@ -264,22 +270,27 @@ class PrefixCache:
 
     def autocast(self) -> ContextManager: return autocast(self.device, self.precision)
 
+    def mask(self, h: torch.Tensor) -> torch.Tensor | None:
+        "The blocks' attention mask: None where attention without one is causal (SDPA, flash), else an additive causal mask."
+        if getattr(self.model.config, "_attn_implementation", "eager") in CAUSAL_WITHOUT_MASK: return None
+        return torch.full((h.shape[1],) * 2, float("-inf"), device=h.device).triu(1)[None, None]
+
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor):
         "Hidden states entering block `start` and the rotary position embeddings, for `input_ids` [B, T]."
-        key = (tuple(input_ids.shape), hashlib.sha1(input_ids.cpu().numpy().tobytes()).hexdigest())
+        key = chunk_key(input_ids)
         if key not in self.store:
             ids = input_ids.to(self.device)
             with self.autocast():
                 h = self.model.model.embed_tokens(ids)
                 pe = self.model.model.rotary_emb(h, position_ids=torch.arange(ids.shape[1], device=ids.device)[None])
-                for blk in self.blocks[:self.start]: h = blk(h, position_embeddings=pe, attention_mask=None)
+                for blk in self.blocks[:self.start]: h = blk(h, position_embeddings=pe, attention_mask=self.mask(h))
             self.store[key] = (h, pe)
         return self.store[key]
 
     def suffix(self, h: torch.Tensor, pe) -> torch.Tensor:
         "Run the blocks from `start` on (with gradients where parameters want them) and the final norm."
-        for blk in self.blocks[self.start:]: h = blk(h, position_embeddings=pe, attention_mask=None)
+        for blk in self.blocks[self.start:]: h = blk(h, position_embeddings=pe, attention_mask=self.mask(h))
         return self.model.model.norm(h)
 
     def loss(self, input_ids: torch.Tensor,  # tokens [B, T]
