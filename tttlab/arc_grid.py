@@ -32,7 +32,7 @@ from .arc_data import (ARCFormatError, Augmentation, Grid, Task, as_grid, attemp
                              random_augmentation, task_solved, visible_side)
 from .arc_llm import vote
 from .lora import CheckpointStore, TrainConfig, TrainingOrchestrator, TrainResult
-from .models import LabModel, Precision, TTTLabError, atomic_write, checked_settings, pick_device
+from .models import LabConfig, LabModel, Precision, TTTLabError, atomic_write, checked_settings, pick_device
 
 # %% auto #0
 __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCHS', 'pad_grid', 'GridExample', 'task_pairs',
@@ -292,7 +292,7 @@ class ColourSlots(nn.Module):
 Arch = Literal["decoder", "encdec-1d", "encdec-2d", "equivariant", "champion"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 
-class GridModelConfig(LabModel):
+class GridModelConfig(LabConfig):
     "Size and design of one of the five grid models."
     arch: Arch = "champion"
     d_model: int = Field(64, ge=8, description="width; divisible by 4 and by `heads`")
@@ -630,7 +630,7 @@ def evaluate(model: nn.Module, tasks: list[Task], views: int = 4) -> dict[str, f
     return score_attempts(tasks, predict_tasks(model, tasks, views))
 
 # %% ../nbs/06d_arc_grid.ipynb #91580cf2
-class AblationConfig(LabModel):
+class AblationConfig(LabConfig):
     "One ablation run: which models, their shared budget, the data, and the test-time training stage."
     models: list[Arch] = Field(default_factory=lambda: list(ARCHS), min_length=1, description="the models to train, at least one")
     budget_minutes: float = Field(5.0, gt=0, description="wall-clock training budget of each model")

@@ -20,7 +20,7 @@ import torch
 import transformers  # a lazy module: the hints below load nothing
 from pydantic import Field, PositiveInt
 
-from .models import TTTLabError, LabModel, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm
+from .models import TTTLabError, LabConfig, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
                              positive_int, tasks_from_args, run_solver, load_tasks, task_solved, visible_side, DATASETS, MAX_SIDE)
 from .lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit, peft_quietly
@@ -242,7 +242,7 @@ def predict(model, # a causal LM
     return attempts, views
 
 # %% ../nbs/06c_arc_llm.ipynb #cb86ea1f
-class ArcLLMConfig(LabModel):
+class ArcLLMConfig(LabConfig):
     "How the LLM solver trains at test time and answers; marc's values in the notebook's table."
     ttt: bool = Field(True, description="train a LoRA adapter on each task's demonstrations before answering")
     vote: bool = Field(True, description="answer under `n_views` augmentations and vote; False: one greedy answer")

@@ -8,6 +8,7 @@ Docs: https://tttlab.github.io/tttlab/lact.html.md"""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Callable
 
@@ -17,14 +18,14 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import nn
 import transformers  # a lazy module: the hints below load nothing
 
-from .models import (Answer, Document, LabModel, LearningConfig, LearningMetrics, StudyRow, TTTLabError,
+from .models import (Answer, Document, LabConfig, LearningConfig, LearningMetrics, StudyRow, TTTLabError,
                            TTTStrategy, compute_dtype, seeded)
-from .ttt_linear import (LossScale, PrefixCache, chunk_key, decoder_layers, finite, generate_text,
+from .ttt_linear import (LossScale, PrefixCache, chunk_key, decoder_layers, finite, finite_step, generate_text,
                                resolve_layers, backward_with_views, weight_change)
 
 # %% auto #0
 __all__ = ['MLP_MATRICES', 'newton_schulz', 'context_windows', 'LaCTConfig', 'LaCTUpdater', 'EmptyDocumentError',
-           'MetricsTracker', 'chunk_loss', 'TTTTrainer', 'Generator']
+           'LearningDivergedError', 'MetricsTracker', 'chunk_loss', 'TTTTrainer', 'Generator']
 
 # %% ../nbs/03_lact.ipynb #68a6f23c
 def newton_schulz(G: torch.Tensor,  # a gradient matrix
@@ -57,7 +58,7 @@ def context_windows(input_ids: torch.Tensor,  # one chunk, [1, T]
 
 MLP_MATRICES = ("gate_proj", "up_proj", "down_proj")
 
-class LaCTConfig(LabModel):
+class LaCTConfig(LabConfig):
     "Which weights are fast and how a large-chunk update is shaped."
     last_k: PositiveInt = Field(4, description="the SwiGLU MLPs of the last k blocks are the fast weights")
     muon: bool = Field(True, description="orthogonalise each update (Newton-Schulz)")
@@ -164,24 +165,31 @@ class LaCTUpdater:
 
     @torch.no_grad()
     def apply_update(self) -> bool:
-        "Take one step with the accumulated gradient, in fp32 on the master weights; False (and nothing changes) when it was NaN or Inf."
+        "Take one step with the accumulated gradient, in fp32 on the master weights; False (and nothing changes) when it or the step was NaN or Inf."
         grads = None if self._bad or any(p.grad is None for p in self.params) else self.scaler.unscale(self.params)
-        if grads is not None:
+        applied = grads is not None
+        if applied:
             for w, g in zip(self.master, grads): w.grad = g  # fp32 gradients on the fp32 weights
             if not self.lact.muon: torch.nn.utils.clip_grad_norm_(self.master, self.config.max_grad_norm)  # orthogonalising sets the scale
-            for i, (p, w, n0) in enumerate(zip(self.params, self.master, self.row_norms)):
-                mask, g = self._unit_mask(i), w.grad
-                before = w.detach().clone() if mask is not None else None
-                if mask is not None: g = g * mask
-                step = self.orthogonalise(g) * max(1, p.shape[0] / p.shape[1]) ** 0.5 if self.lact.muon else g
-                w -= self.config.learning_rate * step
-                if self.lact.keep_norm: w *= n0 / (w.norm(dim=1, keepdim=True) + 1e-12)
-                if mask is not None: w.copy_(torch.where(mask, w, before))  # the other units stay exactly as they were
+            applied = finite_step(self.master, self._step_masters)
+        if applied:
+            for p, w in zip(self.params, self.master):
                 if w is not p: p.copy_(w)  # a half weight takes its master, rounded
         else: self.skipped_updates += 1
         for p, w in zip(self.params, self.master): p.grad = w.grad = None
         self._bad = False
-        return grads is not None
+        return applied
+
+    def _step_masters(self) -> None:
+        "Move each master weight against its gradient: orthogonalised, scaled, its rows' norms kept, closed units as they were."
+        for i, (w, n0) in enumerate(zip(self.master, self.row_norms)):
+            mask, g = self._unit_mask(i), w.grad
+            before = w.detach().clone() if mask is not None else None
+            if mask is not None: g = g * mask
+            step = self.orthogonalise(g) * max(1, w.shape[0] / w.shape[1]) ** 0.5 if self.lact.muon else g
+            w -= self.config.learning_rate * step
+            if self.lact.keep_norm: w *= n0 / (w.norm(dim=1, keepdim=True) + 1e-12)
+            if mask is not None: w.copy_(torch.where(mask, w, before))  # the other units stay exactly as they were
 
     def orthogonalise(self, g: torch.Tensor) -> torch.Tensor:
         "Newton-Schulz orthogonalisation of `g` (a big share of an update): in the autocast precision when half (on a CPU bf16 only), else fp32."
@@ -228,6 +236,9 @@ class LaCTUpdater:
 # %% ../nbs/03_lact.ipynb #bd89753f
 class EmptyDocumentError(TTTLabError):
     "A document with no chunks cannot be learned."
+
+class LearningDivergedError(TTTLabError):
+    "Learning left the model with a NaN or Inf loss on the document."
 
 class MetricsTracker:
     "Collects what a learning run measures and turns it into `LearningMetrics`."
@@ -280,6 +291,9 @@ class TTTTrainer:
             tracker.record(loss, ids.shape[1])
             if callback is not None: callback(step, total, loss)
         finals = [chunk_loss(self.strategy, c) for c in chunks]
+        if bad := sum(not math.isfinite(l) for l in finals):
+            raise LearningDivergedError(f"learning diverged: after {total} updates the loss is NaN or Inf on {bad} of {len(chunks)} "
+                                        f"chunks; lower the learning rate (it is {self.config.learning_rate:g}) and reset() the strategy")
         delta = self.strategy.weight_delta() if hasattr(self.strategy, "weight_delta") else 0.0
         return tracker.metrics(len(chunks), finals, delta, getattr(self.strategy, "skipped_updates", 0))
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 import tttlab
 from .lact import LaCTConfig, LaCTUpdater
-from .models import (LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
+from .models import (LabConfig, LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
                            TTTStrategy, atomic_write, autocast, compute_dtype, default_model_dir, load_lm, pick_device, seeded)
 from .ttt_linear import TTTLinearStrategy, decoder_layers, switched_off, view_parts, weight_change
 
@@ -67,7 +67,7 @@ class QuantizationUnavailableError(TTTLabError):
     "8- or 4-bit loading was asked for but cannot be done here."
 
 # %% ../nbs/04_lora.ipynb #6c38d0db
-class LoRAConfig(LabModel):
+class LoRAConfig(LabConfig):
     "The shape of a LoRA adapter and how a test-time update trains it."
     r: PositiveInt = Field(8, description="rank of the low-rank update")
     alpha: float = Field(16.0, gt=0, description="scale numerator: the update is (alpha / r) B A")
@@ -901,7 +901,7 @@ def count_tokens(batch: Any) -> int:
 # %% ../nbs/04_lora.ipynb #04aec979
 StopReason = Literal["completed", "max_steps", "early_stopping", "target", "time_limit"]
 
-class TrainConfig(LabModel):
+class TrainConfig(LabConfig):
     "How the `TrainingOrchestrator` runs."
     epochs: PositiveInt = Field(1, description="passes over the training data")
     max_steps: PositiveInt | None = Field(None, description="stop after this many optimizer steps")

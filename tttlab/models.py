@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 # %% auto #0
 __all__ = ['Strategy', 'Precision', 'View', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
-           'checked_settings', 'StudyRow', 'DocumentChunk', 'study_batch', 'Document', 'DocumentConstraints',
-           'LearningConfig', 'LearningMetrics', 'Question', 'Answer', 'ComparisonResult', 'TTTStrategy', 'pick_device',
-           'cpu_supports_bf16', 'compute_dtype', 'autocast', 'seeded', 'atomic_write', 'cache_dir', 'default_gguf_path',
-           'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer', 'load_lm', 'tiny_llama']
+           'LabConfig', 'checked_settings', 'StudyRow', 'DocumentChunk', 'study_batch', 'Document',
+           'DocumentConstraints', 'LearningConfig', 'LearningMetrics', 'Question', 'Answer', 'ComparisonResult',
+           'TTTStrategy', 'pick_device', 'cpu_supports_bf16', 'compute_dtype', 'autocast', 'seeded', 'atomic_write',
+           'cache_dir', 'default_gguf_path', 'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer',
+           'load_lm', 'tiny_llama']
 
 # %% ../nbs/00_models.ipynb #5ffccc45
 class TTTLabError(Exception):
@@ -37,6 +38,10 @@ class ModelNotFoundError(TTTLabError):
 class LabModel(BaseModel):
     "Base of the lab's models: unknown fields are errors, assignments are validated, and NaN and Inf survive JSON."
     model_config = ConfigDict(extra="forbid", validate_assignment=True, ser_json_inf_nan="constants")
+
+class LabConfig(LabModel):
+    "Base of the lab's settings: a `LabModel` in which a NaN or Inf value is an error."
+    model_config = ConfigDict(allow_inf_nan=False)
 
 @contextlib.contextmanager
 def checked_settings(what: str, # how the message starts, e.g. "impossible training settings"
@@ -94,7 +99,7 @@ class Document(LabModel):
     @property
     def n_tokens(self) -> int: return sum(c.n_tokens for c in self.chunks)
 
-class DocumentConstraints(LabModel):
+class DocumentConstraints(LabConfig):
     "Limits a document must meet before the lab spends compute learning it."
     max_pages: PositiveInt = Field(100, description="longest PDF accepted, in pages")
     max_bytes: PositiveInt = Field(20_000_000, description="largest file accepted, in bytes")
@@ -105,11 +110,11 @@ Strategy = Literal["ttt-linear", "lact", "lora", "naive-lora"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 View = Literal["sentences", "chat", "ask"]
 
-class LearningConfig(LabModel):
+class LearningConfig(LabConfig):
     "What every test-time learning run shares, whatever the update strategy."
     strategy: Strategy = "lact"
     chunk_size: PositiveInt = Field(2048, description="tokens per chunk and per large-chunk update")
-    learning_rate: float = Field(1e-3, gt=0, description="step size of the update")
+    learning_rate: float = Field(1e-3, gt=0, le=1e3, description="step size of the update, at most 1,000")
     epochs: PositiveInt = Field(1, description="passes over the document")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold")
     precision: Precision = Field("auto", description="'auto': bf16 autocast where supported, fp16 on pre-Ampere CUDA")

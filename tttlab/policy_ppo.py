@@ -32,7 +32,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 import transformers  # a lazy module: the hints below load nothing
 
-from .models import LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings, seeded
+from .models import LabConfig, LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings, seeded
 from .ttt_linear import PrefixCache, decoder_layers, lm_loss
 
 # %% auto #0
@@ -369,7 +369,7 @@ def static_features(model_feats: list[float], # the 13 from `read_chunk`
     return [named[n] for n in static_names()]
 
 # %% ../nbs/05_policy_ppo.ipynb #797ea0d0
-class CacheSettings(LabModel):
+class CacheSettings(LabConfig):
     "What an outcome cache was built with; a cache answers only for these settings."
     model: str = Field(description="model name or path")
     strategy: str = Field(description="strategy description, e.g. 'lora r=8 lr=0.003'")
@@ -1155,7 +1155,7 @@ class PIDLagrangian:
         return self.lam
 
 # %% ../nbs/05_policy_ppo.ipynb #f65f0b86
-class PPOConfig(LabModel):
+class PPOConfig(LabConfig):
     "Settings of PID-Lagrangian PPO on the outcome cache."
     budget: float = Field(1.5, description="allowed mean cost per chunk (1 = always SKIP, 3 = UPDATE_1 everywhere)")
     iterations: int = Field(150, gt=0, description="rollout-and-update rounds")

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import hashlib
 import inspect
-from typing import ContextManager, Literal
+from typing import Callable, ContextManager, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +19,13 @@ from pydantic import Field, PositiveInt
 from torch import nn
 import transformers  # a lazy module: the hints below load nothing
 
-from .models import LabModel, LearningConfig, StudyRow, TTTLabError, autocast, compute_dtype, load_lm, study_batch
+from .models import LabConfig, LearningConfig, StudyRow, TTTLabError, autocast, compute_dtype, load_lm, study_batch
 
 # %% auto #0
 __all__ = ['Placement', 'CAUSAL_WITHOUT_MASK', 'TTTLinear', 'TTTConfigError', 'TTTConfig', 'decoder_layers', 'resolve_layers',
            'TTTBlockMLP', 'cache_keyword', 'cache_kwargs', 'generate_text', 'switched_off', 'TTTModel', 'chunk_key',
            'PrefixCache', 'SlicedHeadLoss', 'token_focus', 'lm_loss', 'view_parts', 'backward_with_views',
-           'weight_change', 'finite', 'LossScale', 'TTTLinearStrategy']
+           'weight_change', 'finite', 'finite_step', 'LossScale', 'TTTLinearStrategy']
 
 # %% ../nbs/02_ttt_linear.ipynb #52303189
 def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6):
@@ -111,7 +111,7 @@ Placement = Literal["branch", "replace-mlp"]
 class TTTConfigError(TTTLabError):
     "A TTT placement that the model cannot carry."
 
-class TTTConfig(LabModel):
+class TTTConfig(LabConfig):
     "Where TTT layers go in a pretrained LM, and how they learn."
     placement: Placement = Field("branch", description="'branch': zero-initialised beside the frozen MLP; 'replace-mlp'")
     layers: list[int] | None = Field(None, description="block indices; None means the last `last_k` blocks")
@@ -387,6 +387,17 @@ def finite(*tensors: torch.Tensor) -> bool:
     "True when every tensor given is free of NaN and Inf."
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
 
+@torch.no_grad()
+def finite_step(params: list[torch.Tensor],  # the tensors the step changes in place
+                step: Callable[[], object],  # the update, e.g. an optimiser's `step`
+               ) -> bool:
+    "Run `step`; if it leaves a NaN or Inf in `params`, put them back as they were and return False."
+    saved = [p.detach().clone() for p in params]
+    step()
+    if finite(*params): return True
+    for p, s in zip(params, saved): p.copy_(s)
+    return False
+
 class LossScale:
     "Dynamic loss scaling for fp16 autocast (a T4), like torch's `GradScaler`: halve on overflow, double after `growth_interval` finite steps."
     def __init__(self,
@@ -439,12 +450,13 @@ class TTTLinearStrategy:
         finally: self.ttt_model.learning = False
         self.opt.zero_grad(set_to_none=True)
         # the TTT layers are fp32 whatever the LM's dtype, so `unscale` divides their own gradients, in place
-        if not (backward_with_views(self.cache, self.scaler, chunk, views) and self.scaler.unscale(self.params) is not None):
+        ok = backward_with_views(self.cache, self.scaler, chunk, views) and self.scaler.unscale(self.params) is not None
+        if ok:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+            ok = finite_step(self.params, self.opt.step)
+        if not ok:
             for t, (W, b) in zip(self.ttt_model.ttt_layers, saved): t.W_h, t.b_h = W, b
             self.skipped_updates += 1
-            return float(chunk.detach())
-        torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-        self.opt.step()
         return float(chunk.detach())
 
     @torch.no_grad()
