@@ -69,7 +69,15 @@ def test_learn_bad_pdf_is_one_line(capsys, tmp_path):
     secret = tmp_path / "secret.pdf"
     secret.write_bytes(write_text_pdf("Facts about tides. " * 30, password="pw"))
     rc, out, err = run(capsys, "learn", str(secret), "--model", "tiny")
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and "encrypted" in err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "encrypted" in err and "--password" in err
+    rc, out, err = run(capsys, "learn", str(secret), "--model", "tiny", "--password", "pw", "--chunk-size", "256", "--ask", "Tides?",
+                       "--max-tokens", "2")
+    assert rc == 0 and "secret.pdf: 1 page(s)" in out, err
+
+
+def test_recall_lact_settings_need_lact(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e: main(["recall", "doc.pdf", "qa.json", "--strategy", "lora", "--anchor", "1"])
+    assert e.value.code == 2 and "--anchor only tune lact" in capsys.readouterr().err
 
 
 def test_learn_bad_setting_is_one_line(capsys):

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 import transformers  # a lazy module: the hints below load nothing
 
 from .arc_data import positive_int
-from .document import load_document, sample_pdf_path, sample_questions
+from .document import add_opening_args, load_document, sample_pdf_path, sample_questions
 from .lact import Generator, TTTTrainer
 from .models import (DEFAULT_MODEL, ComparisonResult, Document, DocumentConstraints, LearningConfig,
                            LearningMetrics, Question, TTTLabError, checked_settings, load_lm, tiny_llama)
@@ -80,6 +80,7 @@ class Session:
         self.model = self.tokenizer = self.strategy = None
         self._loaded_key = self._doc_key = None
         self._source = self._source_name = None
+        self._opening = {}
         self.document: Document | None = None
         self.metrics: LearningMetrics | None = None
         self.history: list[ComparisonResult] = []
@@ -110,7 +111,7 @@ class Session:
         key = (self.model_name, self.config.chunk_size, tuple(self.config.views))
         if self.document is None or key != self._doc_key:
             self.document = load_document(self._source, self.tokenizer, self.config.chunk_size, self.constraints,
-                                          name=self._source_name, views=self.config.views)
+                                          name=self._source_name, views=self.config.views, **self._opening)
             self._doc_key = key
         return self.document
 
@@ -126,10 +127,13 @@ class Session:
 
     def load(self, source: str | Path | bytes,  # a PDF, .txt or .md file, or its bytes
              name: str | None = None,  # file name, for bytes
+             password: str | None = None,  # for an encrypted PDF
+             accept_repaired: bool = False,  # learn what MuPDF recovers from a damaged PDF instead of refusing it
             ) -> Document:
         "Read, validate and chunk a document, forgetting anything learned before."
         self.reset()
         self._source, self._source_name = source, name
+        self._opening = dict(password=password, accept_repaired=accept_repaired)
         try: return self._read()
         except BaseException:
             self._source = self._source_name = None
@@ -406,6 +410,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the strategy's tuned one)")
     p.add_argument("--epochs", type=positive_int, default=None, help="passes over the document (default: the strategy's tuned one)")
     p.add_argument("--max-tokens", type=positive_int, default=48, help="longest answer, in tokens")
+    add_opening_args(p)
     return p
 
 def learn_main(argv: list[str] | None = None,  # arguments after `tttlab learn`
@@ -415,7 +420,7 @@ def learn_main(argv: list[str] | None = None,  # arguments after `tttlab learn`
     sample = a.file == "sample"
     cfg = tuned_config(a.strategy, chunk_size=a.chunk_size, learning_rate=a.lr, epochs=a.epochs)
     s = Session(a.model, a.strategy, cfg)
-    doc = s.load(sample_pdf_path() if sample else Path(a.file))
+    doc = s.load(sample_pdf_path() if sample else Path(a.file), password=a.password, accept_repaired=a.accept_repaired)
     print(f"{doc.source}: {doc.page_count} page(s), {doc.n_tokens:,} tokens, {len(doc.chunks)} chunk(s); strategy {a.strategy}")
     with tqdm(total=len(doc.chunks) * cfg.epochs, desc="learning", unit="chunk") as bar:
         def step(i, total, loss): bar.set_postfix(loss=f"{loss:.3f}"); bar.update(1)

@@ -7,9 +7,11 @@ Docs: https://tttlab.github.io/tttlab/document.html.md"""
 # %% ../nbs/01_document.ipynb #4cc235da
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import zlib
 from importlib.resources import files
 from pathlib import Path
 
@@ -19,10 +21,11 @@ import transformers  # a lazy module: the hints below load nothing
 from .models import Document, DocumentChunk, DocumentConstraints, Question, StudyRow, TTTLabError, View
 
 # %% auto #0
-__all__ = ['CHAT_PROMPT', 'KEY_SPAN', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError', 'write_text_pdf',
-           'write_scanned_pdf', 'PDFParser', 'ConstraintError', 'DocumentValidator', 'is_pdf', 'decode_text',
-           'DocumentChunker', 'boundary_score', 'chunk_table', 'ViewError', 'split_sentences', 'sentence_questions',
-           'chat_row', 'study_views', 'load_document', 'sample_pdf_path', 'sample_questions', 'dev_docs_dir']
+__all__ = ['MAX_PAGE_CONTENT', 'CONTROL', 'CHAT_PROMPT', 'KEY_SPAN', 'TEXT_SUFFIXES', 'DocumentError', 'PDFExtractionError',
+           'ConstraintError', 'write_text_pdf', 'write_scanned_pdf', 'content_size', 'PDFParser', 'DocumentValidator',
+           'is_pdf', 'decode_text', 'DocumentChunker', 'boundary_score', 'chunk_table', 'ViewError', 'split_sentences',
+           'sentence_questions', 'chat_row', 'study_views', 'load_document', 'add_opening_args', 'sample_pdf_path',
+           'sample_questions', 'dev_docs_dir']
 
 # %% ../nbs/01_document.ipynb #a620114a
 class DocumentError(TTTLabError):
@@ -30,6 +33,9 @@ class DocumentError(TTTLabError):
 
 class PDFExtractionError(DocumentError):
     "A PDF from which no usable text could be extracted."
+
+class ConstraintError(DocumentError):
+    "A readable file that breaks one of the `DocumentConstraints`."
 
 # %% ../nbs/01_document.ipynb #84c14e24
 def write_text_pdf(text: str,  # paragraphs separated by blank lines
@@ -56,6 +62,23 @@ def write_scanned_pdf(text: str = "This page is a scan.") -> bytes:
     return doc.tobytes()
 
 # %% ../nbs/01_document.ipynb #ab51f8fa
+MAX_PAGE_CONTENT = 16 * 2**20  # bytes a page's content may decompress to; a dense page of text needs well under 1 MB
+
+def content_size(doc: pymupdf.Document,  # an open PDF
+                 page: pymupdf.Page,  # one of its pages
+                 cap: int,  # stop counting past this many bytes
+                ) -> int:
+    "How many bytes a page's content streams and forms decompress to, counted no further than just past `cap`."
+    total = 0
+    for xref in [*page.get_contents(), *(x[0] for x in page.get_xobjects())]:
+        raw, filt = doc.xref_stream_raw(xref), doc.xref_get_key(xref, "Filter")[1].strip("[] ")
+        if filt == "/FlateDecode":  # inflated a bounded amount at a time, so a bomb never fills the memory
+            try: total += len(zlib.decompressobj().decompress(raw, cap + 1 - total))
+            except zlib.error: continue  # MuPDF reads what it can of a broken stream, as it would without this check
+        else: total += len(doc.xref_stream(xref) or b"")
+        if total > cap: break
+    return total
+
 class PDFParser:
     "Extract a PDF's text, paragraph by paragraph, with PyMuPDF."
 
@@ -65,10 +88,21 @@ class PDFParser:
 
     def parse(self, file_bytes: bytes,  # the PDF file's contents
               password: str | None = None,  # for an encrypted PDF
+              max_chars: int | None = None,  # raise `ConstraintError` once the text grows past this; None: no limit
              ) -> tuple[str, int]:
         "Return the PDF's text and page count, or raise `PDFExtractionError` saying why there is none."
         with self.open(file_bytes, password) as doc:
-            text = "\n\n".join(p for page in doc for p in self._paragraphs(page))
+            paras, n_chars = [], 0
+            for page in doc:
+                if content_size(doc, page, MAX_PAGE_CONTENT) > MAX_PAGE_CONTENT:
+                    raise ConstraintError(f"page {page.number + 1} decompresses to over {MAX_PAGE_CONTENT // 2**20} MB of "
+                                          "content, too much to read safely (a compression bomb?)")
+                new = self._paragraphs(page)
+                paras += new; n_chars += sum(len(p) + 2 for p in new)
+                if max_chars is not None and n_chars > max_chars:
+                    raise ConstraintError(f"the PDF's text passes max_chars={max_chars:,} characters by page {page.number + 1} "
+                                          f"of {doc.page_count}; split it or raise max_chars")
+            text = "\n\n".join(paras)
             if not text.strip():
                 raise PDFExtractionError(f"the PDF has {doc.page_count} page(s) but no extractable text; it is probably "
                                          "scanned. Run OCR on it first, or pass the text as a .txt file")
@@ -83,13 +117,13 @@ class PDFParser:
         if doc.needs_pass:
             if password is None:
                 doc.close()
-                raise PDFExtractionError("the PDF is encrypted; pass its password or decrypt it first")
+                raise PDFExtractionError("the PDF is encrypted; pass its password (--password) or decrypt it first")
             if not doc.authenticate(password):
                 doc.close()
                 raise PDFExtractionError("the password does not open this encrypted PDF; check it and try again")
         problem = ("the PDF has no pages" if doc.page_count == 0 else
                    "the PDF is damaged (truncated or corrupt), so part of its text may be missing; re-save it from a PDF "
-                   "viewer, or pass accept_repaired=True to learn what can be recovered"
+                   "viewer, or pass accept_repaired=True (--accept-repaired) to learn what can be recovered"
                    if doc.is_repaired and not self.accept_repaired else None)
         if problem:
             doc.close()
@@ -109,8 +143,7 @@ class PDFParser:
         return out
 
 # %% ../nbs/01_document.ipynb #2eac0438
-class ConstraintError(DocumentError):
-    "A readable file that breaks one of the `DocumentConstraints`."
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than tab and line ends
 
 class DocumentValidator:
     "Check a file against `DocumentConstraints` before learning from it."
@@ -139,8 +172,14 @@ class DocumentValidator:
                 if doc.page_count > c.max_pages:
                     raise ConstraintError(f"the PDF has {doc.page_count} pages, which exceeds max_pages={c.max_pages}; "
                                           "split it or raise max_pages")
-            text, pages = self.parser.parse(file_bytes, password)
-        else: text, pages = decode_text(file_bytes), 1
+            text, pages = self.parser.parse(file_bytes, password, c.max_chars)
+        else:
+            text, pages = decode_text(file_bytes), 1
+            if len(text) > c.max_chars: raise ConstraintError(f"the text has {len(text):,} characters, which exceeds "
+                                                              f"max_chars={c.max_chars:,}; split it or raise max_chars")
+        if (n := len(CONTROL.findall(text))) > len(text) / 10:
+            raise DocumentError(f"{n:,} of the text's {len(text):,} characters are control characters, so it is not "
+                                "readable text; check the file's encoding or export it again")
         if len(text.strip()) < c.min_chars:
             raise ConstraintError(f"the text is too short to learn from: {len(text.strip())} characters, "
                                   f"fewer than min_chars={c.min_chars}")
@@ -302,6 +341,11 @@ def load_document(source: str | Path | bytes,  # a path to a PDF, .txt or .md fi
     chunks = DocumentChunker(tokenizer, chunk_size).chunk(text)
     for c in chunks: c.views = study_views(c.text, tokenizer, list(views), title) if views else []
     return Document(title=title, text=text, source=name or "", page_count=pages, chunks=chunks)
+
+def add_opening_args(p: argparse.ArgumentParser) -> None:
+    "Give a command `--password` and `--accept-repaired`, `load_document`'s ways to open an encrypted or damaged PDF."
+    p.add_argument("--password", default=None, help="the password of an encrypted PDF")
+    p.add_argument("--accept-repaired", action="store_true", help="learn what can be recovered from a damaged PDF instead of refusing it")
 
 # %% ../nbs/01_document.ipynb #3c371051
 def sample_pdf_path() -> Path:

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 __all__ = ['Strategy', 'Precision', 'View', 'DEFAULT_MODEL', 'INSTALL_HINT', 'TTTLabError', 'ModelNotFoundError', 'LabModel',
            'LabConfig', 'checked_settings', 'StudyRow', 'DocumentChunk', 'study_batch', 'Document',
            'DocumentConstraints', 'LearningConfig', 'LearningMetrics', 'Question', 'Answer', 'ComparisonResult',
-           'TTTStrategy', 'pick_device', 'cpu_supports_bf16', 'compute_dtype', 'autocast', 'seeded', 'atomic_write',
-           'cache_dir', 'default_gguf_path', 'default_cache_path', 'cache_gguf', 'default_model_dir', 'load_tokenizer',
-           'load_lm', 'tiny_llama']
+           'TTTStrategy', 'pick_device', 'cpu_supports_bf16', 'compute_dtype', 'autocast', 'seeded', 'WriteError',
+           'atomic_write', 'cache_dir', 'default_gguf_path', 'default_cache_path', 'cache_gguf', 'default_model_dir',
+           'load_tokenizer', 'load_lm', 'tiny_llama']
 
 # %% ../nbs/00_models.ipynb #5ffccc45
 class TTTLabError(Exception):
@@ -103,6 +103,7 @@ class DocumentConstraints(LabConfig):
     "Limits a document must meet before the lab spends compute learning it."
     max_pages: PositiveInt = Field(100, description="longest PDF accepted, in pages")
     max_bytes: PositiveInt = Field(20_000_000, description="largest file accepted, in bytes")
+    max_chars: PositiveInt = Field(2_000_000, description="longest extracted text accepted, in characters")
     min_chars: PositiveInt = Field(200, description="shortest extracted text worth learning, in characters")
 
 # %% ../nbs/00_models.ipynb #05593f23
@@ -186,7 +187,9 @@ class TTTStrategy(Protocol):
 # %% ../nbs/00_models.ipynb #6f830239
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     "The device to run on: the one asked for, else CUDA when present, else the CPU."
-    if device is not None: return torch.device(device)
+    if device is not None:
+        try: return torch.device(device)
+        except RuntimeError as e: raise TTTLabError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def cpu_supports_bf16() -> bool:
@@ -213,20 +216,31 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 # %% ../nbs/00_models.ipynb #a7f0e002
+class WriteError(TTTLabError):
+    "A file could not be written; whatever was at its path before is still there."
+
 def atomic_write(path: Path | str, # the file to write; its folder is created if needed
                  write: Callable[[Path], object], # writes the whole content to the temporary path it is given
                 ) -> Path:
     "Write `path` through a temporary file in its folder, flushed to disk, and a rename; return `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent); os.close(fd)
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent); os.close(fd)
         write(Path(tmp))
         with open(tmp, "rb") as f: os.fsync(f.fileno())  # the content reaches the disk before the new name does
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+        if hasattr(os, "O_DIRECTORY"):  # and so does the new name (POSIX)
+            d = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try: os.fsync(d)
+            finally: os.close(d)
+    except TTTLabError: raise
+    except Exception as e:  # a full disk or a read-only folder: torch, safetensors and the OS each say it their own way
+        raise WriteError(f"could not write {path} ({type(e).__name__}: {e}); the previous file, if any, is unchanged") from e
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if tmp is not None and os.path.exists(tmp): os.remove(tmp)
     return path
 
 
@@ -294,7 +308,8 @@ def load_tokenizer(name_or_path: str | Path | None = None,  # HF id or local fol
             if gguf is None: raise ModelNotFoundError(f"the default model {DEFAULT_MODEL} is not installed; run `{INSTALL_HINT}`")
             name_or_path, kw = gguf.parent, {"gguf_file": gguf.name}
     try: tok = AutoTokenizer.from_pretrained(str(name_or_path), **kw)
-    except OSError as e: raise ModelNotFoundError(f"could not load the tokenizer of {str(name_or_path)!r}: {e}") from e
+    except Exception as e:  # a missing, partial or foreign folder fails in many ways, and each means the same here
+        raise ModelNotFoundError(f"could not load the tokenizer of {str(name_or_path)!r} ({type(e).__name__}: {e})") from e
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
@@ -307,10 +322,12 @@ def load_lm(name_or_path: str | Path | None = None,  # HF id or local folder; No
     dev = pick_device(device)
     dtype = dtype or (torch.float32 if dev.type == "cpu" else compute_dtype(dev))
     path = default_model_dir() if name_or_path is None else name_or_path
+    if Path(path).is_file(): raise ModelNotFoundError(f"{str(path)!r} is a file; pass a model's folder, a Hugging Face id, "
+                                                      "or None for the offline default")
     try: model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    except OSError as e:
-        raise ModelNotFoundError(f"could not load model {str(path)!r}: {e}. Pass a local folder or a Hugging Face "
-                                 "id you can download, or None for the offline default") from e
+    except Exception as e:  # as for the tokenizer
+        raise ModelNotFoundError(f"could not load model {str(path)!r} ({type(e).__name__}: {e}). Pass a local folder or a "
+                                 "Hugging Face id you can download, or None for the offline default") from e
     return model.to(dev).eval(), load_tokenizer(path)
 
 # %% ../nbs/00_models.ipynb #b34d2f94

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 import transformers  # a lazy module: the hints below load nothing
 
 from .arc_data import positive_int
-from .document import load_document, sample_pdf_path, sample_questions
+from .document import add_opening_args, load_document, sample_pdf_path, sample_questions
 from .lact import Generator, LaCTConfig, TTTTrainer
 from .lora import UnknownStrategyError, make_strategy
 from .models import (Answer, ComparisonResult, LearningConfig, Question, Strategy, TTTLabError, TTTStrategy, View,
@@ -155,13 +155,16 @@ def run_recall(doc: str | Path,  # the document: PDF, .txt or .md
                anchor: float | None = None,  # LaCT's anchor weight; None: the tuned one
                units: float | None = None,  # LaCT's share of open MLP units; None: the tuned one
                focus: float | None = None,  # LaCT's focus on surprising tokens; None: the tuned one
+               password: str | None = None,  # for an encrypted PDF
+               accept_repaired: bool = False,  # learn what MuPDF recovers from a damaged PDF instead of refusing it
               ) -> dict:
     "Learn `doc`, clear the context, ask every question; return the figures and the answers."
     config = config or recall_config(strategy)
     questions = load_questions(qa)
     lm, tok = load_lm(model)
     torch.manual_seed(config.seed)
-    document = load_document(doc, tok, chunk_size=config.chunk_size, views=config.views)
+    document = load_document(doc, tok, chunk_size=config.chunk_size, views=config.views, password=password,
+                             accept_repaired=accept_repaired)
     strat = recall_strategy(strategy, lm, config, anchor, units, focus)
     before = lm_text_loss(lm, tok)
     bar = tqdm(total=len(document.chunks) * config.epochs, desc=f"learning ({strategy})", disable=not progress)
@@ -283,24 +286,28 @@ def recall_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer", default=None, choices=list(RECALL_CONFIGS), help="also run this strategy and print the speed ratio")
     p.add_argument("--no-in-context", action="store_true", help="skip the document-in-context answers")
     p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
+    add_opening_args(p)
     return p
 
 def main(argv: list[str] | None = None) -> int:
     "`tttlab recall`: run the recall benchmark and print answers and figures; 0 on success."
-    args = recall_parser().parse_args(argv)
-    runs = []
+    parser = recall_parser()
+    args = parser.parse_args(argv)
+    lact_only = [f"--{k}" for k in ("anchor", "units", "focus") if getattr(args, k) is not None]
+    if lact_only and "lact" not in args.strategy: parser.error(f"{', '.join(lact_only)} only tune lact; add it to --strategy")
+    opening, runs = dict(password=args.password, accept_repaired=args.accept_repaired), []
     for name in args.strategy:
         cfg = recall_config(name)
         if args.epochs is not None: cfg = cfg.model_copy(update=dict(epochs=args.epochs))
         if args.views is not None: cfg = cfg.model_copy(update=dict(views=args.views))
-        res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs,
+        res = run_recall(args.doc, args.qa_json, name, args.model, cfg, in_context=not args.no_in_context and not runs, **opening,
                          **(dict(anchor=args.anchor, units=args.units, focus=args.focus) if name == "lact" else {}))
         if runs: res["qa_incontext"] = runs[0]["qa_incontext"]  # the same weights with learning off: asked once
         print_answers(res)
         print(f"\n{name} on {res['document']} ({res['doc_tokens']} tokens, {res['chunks']} chunk(s)):")
         print_summary(res)
         runs.append(res)
-    peer = run_recall(args.doc, args.qa_json, args.peer, args.model, in_context=False) if args.peer else None
+    peer = run_recall(args.doc, args.qa_json, args.peer, args.model, in_context=False, **opening) if args.peer else None
     if peer:
         print(f"\npeer {args.peer}:"); print_summary(peer)
         for r in runs: print(f"speed: {r['strategy']} learns the document {peer['learn_seconds'] / r['learn_seconds']:.2f}x "
