@@ -85,7 +85,7 @@ def run_entry(name: str,  # the command as typed, e.g. 'learn'
              ) -> int:
     "Run one command; a user error becomes one line on stderr and exit code 2."
     try: return _call(load_entry(cmd), argv)
-    except (TTTLabError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+    except (TTTLabError, OSError) as e:  # a missing, unreadable or unwritable path is the user's to fix, as a setting is
         print(error_line(name, e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
