@@ -14,7 +14,9 @@ import importlib.util
 import json
 import math
 import os
+import pickle
 import random
+import re
 import shutil
 import sys
 import tarfile
@@ -31,14 +33,15 @@ import plotly.graph_objects as go
 import torch
 import transformers
 from torch import nn
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 import tttlab
 from .lact import LaCTConfig, LaCTUpdater
 from .models import (LabConfig, LabModel, LearningConfig, LearningMetrics, Precision, Strategy, StudyRow, TTTLabError,
                            TTTStrategy, atomic_write, autocast, compute_dtype, default_model_dir, load_lm, pick_device, seeded)
-from .ttt_linear import TTTLinearStrategy, decoder_layers, switched_off, view_parts, weight_change
+from .ttt_linear import TTTLinearStrategy, decoder_layers, finite_step, switched_off, view_parts, weight_change
 
 # %% auto #0
 __all__ = ['PROJECTIONS', 'STRATEGIES', 'MANIFEST', 'MB', 'StopReason', 'LoRAError', 'TrainingError', 'CheckpointError',
@@ -74,11 +77,11 @@ class LoRAConfig(LabConfig):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input while learning")
     include_mlp: bool = Field(False, description="also adapt the MLP projections, not only attention")
     target_modules: list[str] | None = Field(None, description="module names to adapt; None finds them automatically")
-    layers: list[int] | None = Field(None, description="block indices to adapt; None adapts every block")
+    layers: list[int] | None = Field(None, min_length=1, description="block indices to adapt, at least one; None adapts every block")
     steps_per_chunk: PositiveInt = Field(1, description="optimizer steps `LoRAStrategy.learn_chunk` takes on one chunk")
     window: PositiveInt | None = Field(256, description="learn a chunk as a batch of windows of about this many tokens, "
                                                         "each from an empty context; None: the chunk as one sequence")
-    learning_rate: float | None = Field(None, gt=0, description="overrides `LearningConfig.learning_rate` for LoRA")
+    learning_rate: float | None = Field(None, gt=0, le=1e3, description="overrides `LearningConfig.learning_rate` for LoRA; at most 1,000")
     weight_decay: NonNegativeFloat = 0.0
 
 # %% ../nbs/04_lora.ipynb #f7589707
@@ -177,14 +180,14 @@ def optimizer_step(optimizer: torch.optim.Optimizer,  # holds the accumulated gr
                    scaler: torch.amp.GradScaler | None = None,  # the run's scaler, if any
                    max_grad_norm: float | None = None,  # clip to this global norm; None does not clip
                   ) -> bool:
-    "Clip and apply the accumulated gradients; skip the step when there are none or their norm is not finite. Return whether applied."
+    "Clip and apply the accumulated gradients; skip a step with none or a non-finite norm, undo one that leaves NaN or Inf in `params`. Return whether applied."
     if not any(p.grad is not None for p in params):  # every micro-batch was skipped: the scaler has nothing to check
         optimizer.zero_grad(set_to_none=True)
         return False
     if scaler is not None: scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
-    applied = bool(torch.isfinite(norm))
-    if applied: (scaler.step(optimizer) if scaler is not None else optimizer.step())
+    step = (lambda: scaler.step(optimizer)) if scaler is not None else optimizer.step
+    applied = bool(torch.isfinite(norm)) and finite_step(params, step)
     if scaler is not None: scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return applied
@@ -246,18 +249,25 @@ def replace_dir(src: Path,  # a complete folder, on the same file system as `des
 
 # %% ../nbs/04_lora.ipynb #4f55d659
 def save_peft_adapter(model,  # a `peft.PeftModel`
-                      path: str | Path,  # folder to write; an existing one is replaced (see `replace_dir`)
+                      path: str | Path,  # a new or empty folder, or an adapter folder, which is replaced (see `replace_dir`)
                       name: str | None = None,  # adapter to save; defaults to the active one
                      ) -> Path:
     "Save one adapter of `model` in peft's format at `path`; a half-written adapter is never visible there."
     name, path = name or model.active_adapter, Path(path)
     if name not in model.peft_config: raise LoRAError(f"no adapter named {name!r}; have {list(model.peft_config)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / "adapter_config.json").is_file())):
+        raise LoRAError(f"{path} exists and is not an adapter folder (it has no adapter_config.json), so it is left as it "
+                        "is; save the adapter to a new path")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         model.save_pretrained(tmp, selected_adapters=[name])
         return replace_dir(tmp if name == "default" else tmp / name, path)  # peft nests non-default names
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, SafetensorError) as e:
+        raise LoRAError(f"could not write the adapter to {path} ({e}); whatever was there is unchanged") from e
+    finally:
+        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/04_lora.ipynb #bcbd4cd2
 class LoRAStrategy:
@@ -420,7 +430,7 @@ class LoRAStrategy:
         finally:
             if not was: self.unmerge()
 
-    def save_adapter(self, path: str | Path,  # folder to write; an existing one is replaced (see `replace_dir`)
+    def save_adapter(self, path: str | Path,  # a new or empty folder, or an adapter folder, which is replaced (see `replace_dir`)
                      name: str | None = None,  # adapter to save; defaults to the active one
                     ) -> Path:
         "Save an adapter in peft's format, so `peft.PeftModel.from_pretrained(base, path)` loads it."
@@ -430,11 +440,21 @@ class LoRAStrategy:
                      name: str,  # name to give the adapter; must be new
                     ) -> None:
         "Load a saved adapter under a new name and make it the active one; `reset()` returns to what was loaded."
-        _restore_dir(Path(path))
-        if not (Path(path) / "adapter_config.json").is_file():
+        path = Path(path)
+        _restore_dir(path)
+        if not (path / "adapter_config.json").is_file():
             raise LoRAError(f"{path} holds no peft adapter (adapter_config.json is missing)")
+        if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise LoRAError(f"{path} holds no adapter weights (adapter_model.safetensors is missing)")
         if name in self.model.peft_config: raise LoRAError(f"an adapter named {name!r} exists; pick another name")
-        self.model.load_adapter(str(path), adapter_name=name, is_trainable=True)
+        try: self.model.load_adapter(str(path), adapter_name=name, is_trainable=True)
+        except (RuntimeError, ValueError, TypeError, KeyError, OSError, SafetensorError) as e:
+            if name in self.model.peft_config: self.model.delete_adapter(name)  # peft registers it before loading the weights
+            lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
+            why = ("its adapter_config.json is not what peft writes" if isinstance(e, (json.JSONDecodeError, TypeError, KeyError)) else
+                   "its weights file is truncated or corrupt" if isinstance(e, SafetensorError) else
+                   "it was saved from a model of another shape" if "size mismatch" in str(e) else "it cannot be read")
+            raise LoRAError(f"cannot load the adapter in {path}: {why} ({next((l for l in lines if 'size mismatch' in l), lines[0])})") from e
         self.use_adapter(name)
 
     def parameter_report(self) -> dict:
@@ -489,6 +509,9 @@ class NaiveLoRA:
         dev = next(self.model.parameters()).device
         pieces = [input_ids[:, i:i + self.piece].to(dev) for i in range(0, input_ids.shape[1] - 1, self.piece)]
         pieces = [p for p in pieces if p.shape[1] > 1]
+        if not pieces:  # a single token has no next token to predict: skipped, as TTT-Linear and LaCT skip it
+            self.skipped_updates += 1
+            return float("nan")
         losses = []
         for step in range(self.steps):
             ids = pieces[step % len(pieces)]
@@ -567,12 +590,51 @@ class Checkpoint:
 # %% ../nbs/04_lora.ipynb #2e27587a
 MANIFEST = "manifest.json"
 
+class _FileRecord(LabModel):
+    "One file's entry in a checkpoint manifest."
+    sha256: str
+    bytes: int = Field(ge=0)
+
+class _Manifest(LabModel):
+    "What `CheckpointStore.save` writes to manifest.json."
+    model_config = ConfigDict(extra="ignore")  # a later version may record more
+    task: str
+    step: int = Field(ge=0)
+    time: float
+    tttlab_version: str
+    metric: float | None
+    mode: Literal["min", "max"]
+    metadata: dict
+    files: dict[str, _FileRecord]
+
+def _read_manifest(path: Path) -> dict:
+    "The manifest of checkpoint folder `path`, or `CheckpointError` when it is missing or not what `save` writes."
+    try: return _Manifest.model_validate(json.loads((path / MANIFEST).read_text())).model_dump()
+    except FileNotFoundError: raise CheckpointError(f"{path} has no {MANIFEST}: it is incomplete or not a checkpoint") from None
+    except ValidationError as e:
+        why = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'the manifest'}: {x['msg'].lower()}" for x in e.errors())
+        raise CheckpointError(f"{path / MANIFEST} is corrupt ({why}); the checkpoint cannot be trusted") from None
+    except (OSError, ValueError) as e: raise CheckpointError(f"{path / MANIFEST} is corrupt ({e}); the checkpoint cannot be trusted") from e
+
+def _refused(e: pickle.UnpicklingError) -> str:
+    "What `torch.load(weights_only=True)` refused in a file, from its error, as words."
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    return f"the `{m.group(1)}` in it" if m else "what it holds"
+
+def _best_of(manifests: list[tuple[Path, dict]]) -> Path | None:
+    "The checkpoint with the best metric (the earliest among equals), or None."
+    scored = [(d, m) for d, m in manifests if m["metric"] is not None]
+    if not scored: return None
+    sign = -1 if scored[-1][1]["mode"] == "max" else 1
+    return min(scored, key=lambda x: (sign * x[1]["metric"], x[1]["step"]))[0]
+
 class CheckpointStore:
     "Checkpoints on disk: atomic, hash-verified, with the best per task, cleanup, and one-file archives."
     def __init__(self, root: str | Path,  # folder that holds one subfolder per task
                 ):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try: self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise CheckpointError(f"cannot make the checkpoint folder {self.root}: {e}") from e
 
     def _task_dir(self, task: str) -> Path:
         "The folder of `task`, refusing names that would escape the store."
@@ -581,7 +643,7 @@ class CheckpointStore:
         return self.root / task
 
     def save(self, task: str,  # what the checkpoint belongs to (a run, an ARC task)
-             step: int,  # training step; one checkpoint per step, a second save replaces the first
+             step: int,  # training step, 0 or more; one checkpoint per step, a second save replaces the first
              state: dict | None = None,  # tensors and plain values, saved with torch.save as state.pt
              metadata: dict | None = None,  # JSON-able: config, metrics, ...
              metric: float | None = None,  # the value "best" is judged by
@@ -589,12 +651,21 @@ class CheckpointStore:
              writer: Callable[[Path], None] | None = None,  # writes more files (e.g. a peft adapter) into the folder
              keep_last: int | None = None,  # if given, clean up to the last N plus the best afterwards
             ) -> Path:
-        "Write a checkpoint atomically and return its folder."
-        tdir = self._task_dir(task)
-        tdir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=tdir))
+        "Write a checkpoint atomically and return its folder; a state that `load` could not read back is refused."
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise CheckpointError(f"a checkpoint's step is a whole number from 0, not {step!r}")
+        step, tdir = int(step), self._task_dir(task)
+        dest, tmp = tdir / f"step-{step:08d}", None
         try:
-            if state is not None: torch.save(state, tmp / "state.pt")
+            tdir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=tdir))
+            if state is not None:
+                torch.save(state, tmp / "state.pt")
+                try: torch.load(tmp / "state.pt", map_location="cpu", weights_only=True, mmap=True)  # as `load` will
+                except pickle.UnpicklingError as e:
+                    raise CheckpointError(f"the state of {task!r} step {step} would save but never load: torch.load(weights_only=True) "
+                                          f"refuses {_refused(e)}; keep to tensors and plain Python values (int() a NumPy "
+                                          "number). The earlier checkpoints are unchanged") from None
             if writer is not None: writer(tmp)
             files = {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -603,9 +674,11 @@ class CheckpointStore:
                         "metadata": metadata or {}, "files": files}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
             _fsync_tree(tmp)
-            dest = replace_dir(tmp, tdir / f"step-{step:08d}")
+            dest = replace_dir(tmp, dest)
+        except (OSError, RuntimeError, SafetensorError) as e:  # a full disk, a read-only folder
+            raise CheckpointError(f"could not write checkpoint {dest} ({e}); the earlier checkpoints are unchanged") from e
         finally:
-            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None and tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
         if keep_last is not None: self.cleanup(task, keep_last)
         return dest
 
@@ -613,9 +686,7 @@ class CheckpointStore:
               ) -> dict:
         "Check every file of a checkpoint against its manifest; return the manifest or raise `CheckpointError`."
         path = Path(path)
-        try: manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError: raise CheckpointError(f"{path} has no {MANIFEST}: it is incomplete or not a checkpoint") from None
-        except json.JSONDecodeError as e: raise CheckpointError(f"{path / MANIFEST} is corrupt ({e}); the checkpoint cannot be trusted") from e
+        manifest = _read_manifest(path)
         for rel, info in manifest["files"].items():
             f = path / rel
             if not f.is_file(): raise CheckpointError(f"{f} is missing from the checkpoint; restore it or use another checkpoint")
@@ -626,14 +697,19 @@ class CheckpointStore:
                 raise CheckpointError(f"{f} is altered: its sha256 does not match the manifest; use another checkpoint")
         return manifest
 
-    def _manifests(self, task: str) -> list[tuple[Path, dict]]:
-        "Complete checkpoints of `task` with their manifests (unverified), oldest step first; restores set-aside ones."
+    def _manifests(self, task: str,  # the task whose checkpoints to read
+                   strict: bool = True,  # raise on a corrupt manifest; False: warn and leave that folder out
+                  ) -> list[tuple[Path, dict]]:
+        "Checkpoints of `task` with their manifests (unverified), oldest step first; restores set-aside ones, skips folders without a manifest."
         tdir, out = self._task_dir(task), []
         for d in list(tdir.iterdir()) if tdir.is_dir() else []:
             if (orig := _set_aside_from(d)) is not None: _restore_dir(orig)
         for d in sorted(tdir.glob("step-*")):
-            try: out.append((d, json.loads((d / MANIFEST).read_text())))
-            except (FileNotFoundError, json.JSONDecodeError): continue
+            if not (d / MANIFEST).exists(): continue  # not a checkpoint: `save` never shows one without its manifest
+            try: out.append((d, _read_manifest(d)))
+            except CheckpointError as e:
+                if strict: raise
+                warnings.warn(f"{e}; left in place")
         return sorted(out, key=lambda x: x[1]["step"])
 
     def tasks(self) -> list[str]:
@@ -651,21 +727,23 @@ class CheckpointStore:
 
     def best(self, task: str) -> Path | None:
         "The checkpoint of `task` with the best metric (the earliest among equals), or None."
-        scored = [(d, m) for d, m in self._manifests(task) if m["metric"] is not None]
-        if not scored: return None
-        sign = -1 if scored[-1][1]["mode"] == "max" else 1
-        return min(scored, key=lambda x: (sign * x[1]["metric"], x[1]["step"]))[0]
+        return _best_of(self._manifests(task))
 
     def load(self, task: str,  # the task to load from
              which: int | Literal["latest", "best"] = "latest",  # a step, or the latest or best checkpoint
              map_location: str | torch.device = "cpu",  # where tensors go
             ) -> Checkpoint:
         "Load a checkpoint after verifying every file's sha256."
+        if not (which in ("latest", "best") if isinstance(which, str) else isinstance(which, (int, np.integer)) and not isinstance(which, bool)):
+            raise CheckpointError(f"which is 'latest', 'best' or a step number, not {which!r}")
         path = self.latest(task) if which == "latest" else self.best(task) if which == "best" else self._task_dir(task) / f"step-{which:08d}"
         if path is None or not path.exists():
             raise CheckpointError(f"no {which} checkpoint for task {task!r} in {self.root}; train first or check the name")
         manifest = self.verify(path)
-        state = torch.load(path / "state.pt", map_location=map_location, weights_only=True) if "state.pt" in manifest["files"] else {}
+        try: state = torch.load(path / "state.pt", map_location=map_location, weights_only=True) if "state.pt" in manifest["files"] else {}
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"{path / 'state.pt'} cannot be loaded safely: torch.load(weights_only=True) refuses {_refused(e)}; "
+                                  "it was not written by this version's save") from None
         meta = manifest["metadata"] | {k: manifest[k] for k in ("task", "step", "time", "tttlab_version", "metric", "mode")}
         return Checkpoint(path=path, step=manifest["step"], metadata=meta, state=state)
 
@@ -673,11 +751,12 @@ class CheckpointStore:
                 keep_last: int,  # how many of the newest checkpoints to keep, besides the best
                ) -> list[Path]:
         "Delete all but the last `keep_last` checkpoints and the best one, stale temporary folders and superseded set-aside copies; return what went."
-        keep = {d for d, _ in self._manifests(task)[-keep_last:]} if keep_last > 0 else set()
-        if (b := self.best(task)) is not None: keep.add(b)
+        ms = self._manifests(task, strict=False)  # a folder whose manifest cannot be read is left, with a warning
+        keep = {d for d, _ in ms[-keep_last:]} if keep_last > 0 else set()
+        if (b := _best_of(ms)) is not None: keep.add(b)
         stale = lambda d: (orig := _set_aside_from(d)) is not None and orig.exists()
-        gone = [d for d in self._task_dir(task).iterdir() if d.is_dir() and d not in keep
-                and (d.name.startswith("step-") or d.name.startswith(".tmp-") or stale(d))]
+        gone = [d for d, _ in ms if d not in keep]
+        gone += [d for d in self._task_dir(task).iterdir() if d.is_dir() and (d.name.startswith(".tmp-") or stale(d))]
         for d in gone: shutil.rmtree(d)
         return gone
 
@@ -905,7 +984,7 @@ class TrainConfig(LabConfig):
     "How the `TrainingOrchestrator` runs."
     epochs: PositiveInt = Field(1, description="passes over the training data")
     max_steps: PositiveInt | None = Field(None, description="stop after this many optimizer steps")
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, le=1e3, description="AdamW's step size, at most 1,000")
     weight_decay: NonNegativeFloat = 0.0
     scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description="decay after the warmup")
     warmup_steps: int = Field(0, ge=0)
@@ -1013,15 +1092,22 @@ class TrainingOrchestrator:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {}, "rng": rng_state(),
                 "progress": self.progress}
 
-    def _load_params(self, saved: dict) -> None:
-        "Copy saved parameter values into the model."
+    def _load_params(self, ck: Checkpoint) -> None:
+        "Copy a checkpoint's parameter values into the model, once every name and shape is known to match."
+        saved, ours = ck.state.get("params"), dict(zip(self.names, self.params))
+        if not isinstance(saved, dict): raise CheckpointError(f"{ck.path} holds no trained parameters: it is not from a TrainingOrchestrator run")
+        diff = ([f"{n} is not in the checkpoint" for n in ours if n not in saved] + [f"{n} is not in this model" for n in saved if n not in ours] +
+                [f"{n} is {tuple(getattr(saved[n], 'shape', ()))} there, {tuple(p.shape)} here" for n, p in ours.items()
+                 if n in saved and getattr(saved[n], "shape", None) != p.shape])
+        if diff: raise CheckpointError(f"{ck.path} is from another model or another choice of trained parameters "
+                                       f"({len(diff)} differences, e.g. {'; '.join(diff[:3])}); nothing was loaded")
         with torch.no_grad():
-            for n, p in zip(self.names, self.params): p.copy_(saved[n])
+            for n, p in ours.items(): p.copy_(saved[n])
 
     def _restore(self, ck: Checkpoint) -> None:
         "Continue from a checkpoint's state."
         s = ck.state
-        self._load_params(s["params"])
+        self._load_params(ck)
         self.optimizer.load_state_dict(s["optimizer"]); self.scheduler.load_state_dict(s["scheduler"])
         if self.scaler is not None and s["scaler"]: self.scaler.load_state_dict(s["scaler"])
         set_rng_state(s["rng"])
@@ -1065,7 +1151,7 @@ class TrainingOrchestrator:
             with autocast(self.device, c.precision): loss = self.loss_fn(self.model, batch)
             if backward(loss / c.grad_accum, self.scaler): losses.append(loss.item())
             else: pr["skipped_batches"] += 1
-            tokens += self.tokens_fn(batch)
+            tokens += int(self.tokens_fn(batch))  # a NumPy integer would not load from a checkpoint
             if pr["pos"] == len(order): break
         if not optimizer_step(self.optimizer, self.params, self.scaler, c.max_grad_norm): pr["skipped_steps"] += 1
         with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
@@ -1136,7 +1222,7 @@ class TrainingOrchestrator:
         bar.close()
         self.model.train(was_training)
         best = self.store.best(c.task) if self.store is not None else None
-        if c.restore_best and best is not None: self._load_params(self.store.load(c.task, "best").state["params"])
+        if c.restore_best and best is not None: self._load_params(self.store.load(c.task, "best"))
         return TrainResult(history=h, steps=pr["step"], epochs_done=pr["epoch"], stop_reason=stop or "completed",
                            best_metric=pr["best"], best_step=pr["best_step"], final_metrics=pr["final_metrics"],
                            skipped_batches=pr["skipped_batches"], skipped_steps=pr["skipped_steps"], seconds=pr["seconds"],
