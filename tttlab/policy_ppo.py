@@ -19,6 +19,7 @@ import re
 import sysconfig
 import zlib
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal, NamedTuple, Sequence
@@ -28,29 +29,29 @@ import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationError
 from tqdm.auto import tqdm
 import transformers  # a lazy module: the hints below load nothing
 
 from .models import LabConfig, LabModel, LearningConfig, Precision, TTTLabError, TTTStrategy, atomic_write, autocast, cache_dir, checked_settings, seeded
-from .ttt_linear import PrefixCache, decoder_layers, lm_loss
+from .ttt_linear import PrefixCache, decoder_layers, finite, finite_step, lm_loss
 
 # %% auto #0
 __all__ = ['ACTIONS', 'STEPS', 'COSTS', 'FEATURE_GROUPS', 'FEATURE_NAMES', 'N_FEATURES', 'FEATURES_VERSION',
            'FEATURE_NAMES_BY_VERSION', 'MODEL_FEATURES', 'LOSS_EMA', 'GuardMode', 'Chooser', 'GAIN_MODELS',
-           'PonderError', 'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'parse_action',
-           'check_budget', 'stdlib_root', 'source_files', 'CorpusSplit', 'split_corpus', 'file_chunks', 'static_names',
-           'group_slices', 'code_metrics', 'FileHistory', 'learning_start', 'PrefixState', 'read_with_prefix',
-           'read_chunk', 'suffix_loss', 'static_features', 'CacheSettings', 'FileOutcomes', 'OutcomeCache',
-           'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode', 'BudgetTracker', 'Rollout',
-           'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share', 'random_actions', 'best_random_action',
-           'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'Periodic', 'best_periodic', 'fit_to_budget',
-           'GainModel', 'GainRegressor', 'cross_validated_scores', 'cross_validated_actions', 'GainRanker', 'GainMLP',
-           'target_reliability', 'noise_ceiling', 'PonderPolicy', 'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy',
-           'greedy_actions', 'sampled_actions', 'single_thread', 'imitate', 'train_policy', 'PolicyEnsemble',
-           'UpdateThreshold', 'BudgetPacer', 'compare_methods', 'results_table', 'OnlineResult', 'run_online',
-           'fixed_chooser', 'feature_overhead', 'method_family', 'pareto_figure', 'default_cache_root', 'main',
-           'lookahead_overlap', 'file_bootstrap']
+           'PonderError', 'BudgetError', 'UnknownActionError', 'EmptyCorpusError', 'CacheMismatchError', 'PolicyError',
+           'parse_action', 'check_budget', 'stdlib_root', 'source_files', 'CorpusSplit', 'source_text', 'split_corpus',
+           'file_chunks', 'static_names', 'group_slices', 'code_metrics', 'FileHistory', 'learning_start',
+           'PrefixState', 'read_with_prefix', 'read_chunk', 'suffix_loss', 'static_features', 'CacheSettings',
+           'FileOutcomes', 'OutcomeCache', 'file_outcomes', 'build_cache', 'refresh_features', 'Episodes', 'guard_mode',
+           'BudgetTracker', 'Rollout', 'rollout', 'MethodResult', 'score', 'fixed_actions', 'random_share',
+           'random_actions', 'best_random_action', 'ThresholdGate', 'oracle_actions', 'synthetic_episodes', 'Periodic',
+           'best_periodic', 'fit_to_budget', 'GainModel', 'GainRegressor', 'cross_validated_scores',
+           'cross_validated_actions', 'GainRanker', 'GainMLP', 'target_reliability', 'noise_ceiling', 'PonderPolicy',
+           'PIDLagrangian', 'PPOConfig', 'gae', 'TrainedPolicy', 'greedy_actions', 'sampled_actions', 'single_thread',
+           'imitate', 'train_policy', 'PolicyEnsemble', 'UpdateThreshold', 'check_prior_weight', 'BudgetPacer',
+           'compare_methods', 'results_table', 'OnlineResult', 'run_online', 'fixed_chooser', 'feature_overhead',
+           'method_family', 'pareto_figure', 'default_cache_root', 'main', 'lookahead_overlap', 'file_bootstrap']
 
 # %% ../nbs/05_policy_ppo.ipynb #39d91a3c
 ACTIONS = ("SKIP", "UPDATE_1", "UPDATE_2", "UPDATE_4")
@@ -71,6 +72,9 @@ class EmptyCorpusError(PonderError):
 
 class CacheMismatchError(PonderError):
     "The outcome cache on disk was built with other settings, or is missing."
+
+class PolicyError(PonderError):
+    "A file that is not a policy `TrainedPolicy.save` wrote, or a policy with a NaN or Inf weight (never saved)."
 
 def parse_action(action: str | int, # an action name ('UPDATE_2', case-insensitive) or index 0-3
                 ) -> int:
@@ -120,13 +124,25 @@ class CorpusSplit(LabModel):
     val: list[str]
     test: list[str]
 
-    def head(self, n_train: int, n_val: int, n_test: int) -> CorpusSplit:
+    def head(self, n_train: int, # files kept from the training part
+             n_val: int, # ... from the validation part
+             n_test: int, # ... from the test part
+            ) -> CorpusSplit:
         "The same split with only the first files of each part (the parts are already shuffled)."
+        if min(n_train, n_val, n_test) < 0:
+            raise PonderError(f"file counts of {n_train}, {n_val} and {n_test}: each part keeps 0 files or more")
         return self.model_copy(update=dict(train=self.train[:n_train], val=self.val[:n_val], test=self.test[:n_test]))
 
     def sizes(self) -> dict[str, int]:
         "Number of files in each part."
         return dict(train=len(self.train), val=len(self.val), test=len(self.test))
+
+def source_text(path: str | Path, # a source file
+               ) -> str:
+    "The file's text as UTF-8; `EmptyCorpusError` when it is not UTF-8 text (a binary file, or another encoding)."
+    try: return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise EmptyCorpusError(f"{path} is not UTF-8 text (byte {e.start} does not decode); pass source files") from None
 
 def split_corpus(files: Sequence[str | Path], # the corpus, one entry per file
                  val: float = 0.1, # share of files for validation
@@ -374,7 +390,7 @@ class CacheSettings(LabConfig):
     model: str = Field(description="model name or path")
     strategy: str = Field(description="strategy description, e.g. 'lora r=8 lr=0.003'")
     chunk_size: int = Field(gt=0)
-    max_chunks: int | None = Field(None, description="chunks kept per file")
+    max_chunks: int | None = Field(None, gt=0, description="chunks kept per file")
     precision: Precision = "auto"
     horizon: int = Field(1, gt=0, description="chunks after each decision that its outcome is scored on")
     split: CorpusSplit
@@ -411,6 +427,13 @@ class FileOutcomes:
         w = tok[:, None, skip:h]
         return ((out[..., skip:h] * w).sum(-1) / w.sum(-1)).astype(np.float32)
 
+def _well_formed(rec: FileOutcomes) -> bool:
+    "Whether a record's arrays are numbers of the shapes [n, 28], [n], [n, 4] or [n, 4, H], and [n] or [n, H]."
+    n, h = np.shape(rec.loss)[:1], np.shape(rec.outcome)[2:]
+    return (all(np.issubdtype(np.asarray(x).dtype, np.number) for x in (rec.features, rec.loss, rec.outcome, rec.tokens))
+            and np.ndim(rec.loss) == 1 and len(h) <= 1 and np.shape(rec.features) == n + (28,)
+            and np.shape(rec.outcome) == n + (len(ACTIONS),) + h and np.shape(rec.tokens) == n + h)
+
 def _file_key(path: str) -> str:
     return f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
 
@@ -424,16 +447,27 @@ class OutcomeCache:
         if settings is None:
             if not meta.exists(): raise CacheMismatchError(f"no outcome cache at {str(self.root)!r}; run "
                                                            "`tttlab ponder build-cache` first")
-            self.settings = CacheSettings.model_validate_json(meta.read_text())
+            self.settings = self._read_settings(meta)
             return
         if meta.exists():  # a file's outcomes depend on everything but the split, which may change
-            old = CacheSettings.model_validate_json(meta.read_text())
+            old = self._read_settings(meta)
             diff = [k for k in CacheSettings.model_fields if k != "split" and getattr(old, k) != getattr(settings, k)]
             if diff: raise CacheMismatchError(f"the cache at {str(self.root)!r} was built with another "
                                               f"{', '.join(diff)}; pass another cache folder or delete this one")
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         atomic_write(meta, lambda p: p.write_text(settings.model_dump_json(indent=1)))
+
+    @staticmethod
+    def _read_settings(meta: Path) -> CacheSettings:
+        "The settings in `meta`; `CacheMismatchError` naming it when it holds no valid settings (its records' are then unknown)."
+        try: return CacheSettings.model_validate_json(meta.read_bytes())
+        except ValidationError as e:
+            x = e.errors()[0]
+            why = ": ".join(filter(None, (".".join(map(str, x["loc"])), x["msg"].lower())))
+            raise CacheMismatchError(f"{meta} does not hold valid cache settings ({why}), so what its records were computed with "
+                                     "is unknown; restore it, or delete it if the cache was built with the settings you pass "
+                                     "to build-cache, or use another cache folder") from None
 
     def _path(self, file: str) -> Path: return self.root / f"{_file_key(file)}.npz"
     def has(self, file: str) -> bool: return self._path(file).exists()
@@ -447,12 +481,27 @@ class OutcomeCache:
         atomic_write(self._path(rec.path), write)
 
     def load(self, file: str) -> FileOutcomes:
-        "One file's record as stored, whatever its features' version."
+        "One file's record as stored, whatever its features' version; `CacheMismatchError` naming the record when it cannot be read."
         p = self._path(file)
         if not p.exists(): raise CacheMismatchError(f"{file} is not in the cache at {str(self.root)!r}; run build-cache")
-        with np.load(p) as z:
-            return FileOutcomes(str(z["path"]), z["features"], z["loss"], z["outcome"], z["tokens"],
-                                float(z["seconds"]) if "seconds" in z else 0.0, int(z["version"]) if "version" in z else 1)
+        try:
+            with open(p, "rb") as fh, np.load(fh) as z:  # closed even when numpy fails to read it
+                rec = FileOutcomes(str(z["path"]), z["features"], z["loss"], z["outcome"], z["tokens"],
+                                   float(z["seconds"]) if "seconds" in z else 0.0, int(z["version"]) if "version" in z else 1)
+            if not _well_formed(rec): raise ValueError(f"arrays of shapes {rec.features.shape}, {rec.loss.shape}, {rec.outcome.shape} "
+                                                       f"and {rec.tokens.shape}, not [n, 28], [n], [n, 4, H] and [n, H]")
+        except Exception as e:  # a torn or foreign file: zipfile, zlib and numpy each fail their own way
+            raise CacheMismatchError(f"cannot read the cached outcomes of {file} from {p} ({type(e).__name__}: {e}); run "
+                                     "`tttlab ponder build-cache` with the cache's settings to set it aside and compute it again") from None
+        return rec
+
+    def set_aside(self, file: str, # a source file whose record cannot be read
+                 ) -> Path:
+        "Rename the file's record to a free `.unreadable` name beside it (kept), so that it is computed again; return that name."
+        p = self._path(file)
+        new, k = p.with_name(f"{p.name}.unreadable"), 1
+        while new.exists(): new, k = p.with_name(f"{p.name}.unreadable-{k}"), k + 1
+        return p.rename(new)
 
     def get(self, file: str) -> FileOutcomes | None:
         "One file's outcomes, or None when the file gave no decision."
@@ -472,7 +521,7 @@ class OutcomeCache:
 
 # %% ../nbs/05_policy_ppo.ipynb #b5d28efb
 def _chunk_tensors(path: str, tokenizer: transformers.PreTrainedTokenizerBase, chunk_size: int, max_chunks: int | None):
-    return file_chunks(Path(path).read_text(errors="replace"), tokenizer, chunk_size, max_chunks)
+    return file_chunks(source_text(path), tokenizer, chunk_size, max_chunks)
 
 def _score(model: nn.Module, state: PrefixState | None, ids: torch.Tensor, precision: Precision) -> float:
     "A chunk's loss with the current weights: the suffix pass from its prefix state, or a full read without one."
@@ -522,10 +571,25 @@ def build_cache(strategy: TTTStrategy, # the update
                 cache: OutcomeCache, # where outcomes go; its settings say what to compute
                 progress: bool = True, # show a progress bar
                ) -> OutcomeCache:
-    "Compute and store the outcomes of every file of the cache's split that is not on disk yet."
+    "Compute and store the outcomes of every file of the cache's split not on disk yet, and of every record that cannot be read."
     s = cache.settings
+    files = [f for part in ("test", "val", "train") for f in getattr(s.split, part)]  # held-out first
+    for f in filter(cache.has, files):
+        try: cache.load(f)
+        except CacheMismatchError:
+            warnings.warn(f"cannot read {cache._path(f)}, the cached outcomes of {f}: set aside as {cache.set_aside(f).name} and computed again")
     refresh_features(cache, tokenizer, progress)
-    todo = [f for part in ("test", "val", "train") for f in getattr(s.split, part) if not cache.has(f)]  # held-out first
+    todo, skipped = [], []
+    for f in files:
+        if cache.has(f): continue
+        try: source_text(f)
+        except EmptyCorpusError:  # not text: stored as a file without a decision, like a file shorter than two chunks
+            skipped.append(Path(f).name)
+            cache.put(FileOutcomes(f, np.zeros((0, 28), np.float32), np.zeros(0, np.float32),
+                                   np.zeros((0, len(ACTIONS), s.horizon), np.float32), np.zeros((0, s.horizon), np.int32)))
+        else: todo.append(f)
+    if skipped: warnings.warn(f"{len(skipped)} of {len(skipped) + len(todo)} files are not UTF-8 text and give no decision: "
+                              + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     total = sum(max(0, len(_chunk_tensors(f, tokenizer, s.chunk_size, s.max_chunks)) - s.horizon) for f in todo)
     with tqdm(total=total, desc="outcome cache", unit="decision", disable=not progress) as bar:
         for f in todo: cache.put(file_outcomes(strategy, tokenizer, f, s.chunk_size, s.max_chunks, s.precision, bar, s.horizon))
@@ -867,6 +931,17 @@ def _feature_std(x: torch.Tensor) -> torch.Tensor:
     if len(x) < 2: raise EmptyCorpusError(f"{len(x)} training decision(s); a fit needs at least 2 (use more files or more chunks per file)")
     return x.std(0).clamp_min(1e-6)
 
+def _step(params: list[torch.Tensor], # the weights `opt` moves
+          opt: torch.optim.Optimizer, # their optimiser
+          loss: torch.Tensor, # the loss to step down
+          max_norm: float | None = None, # clip the gradient to this norm first; None for no clip
+         ) -> bool:
+    "One step of `opt` on `loss`, skipped when the loss or a gradient is NaN or Inf and undone when it leaves one in `params`; whether it was kept."
+    opt.zero_grad(); loss.backward()
+    if not finite(loss, *(p.grad for p in params)): return False
+    if max_norm is not None: nn.utils.clip_grad_norm_(params, max_norm)
+    return finite_step(params, opt.step)
+
 class GainModel(nn.Module):
     "A model of each action's gain over SKIP from the 28 static features, acting by a price fitted to a budget."
     bounds = (0.0, 10.0)  # where the price is searched
@@ -984,8 +1059,7 @@ class GainRanker(GainRegressor):
             v = torch.zeros(z.shape[1], requires_grad=True)
             opt = torch.optim.Adam([v], lr=lr)
             for _ in range(steps):
-                loss = -(target * torch.log_softmax(z @ v, 0)).sum() + decay * v[:-1].pow(2).sum()  # the intercept is free
-                opt.zero_grad(); loss.backward(); opt.step()
+                _step([v], opt, -(target * torch.log_softmax(z @ v, 0)).sum() + decay * v[:-1].pow(2).sum())  # the intercept is free
             s = (z @ v).detach().double()
             slope, icpt = np.polyfit(s.numpy(), y[:, a].numpy(), 1)  # the score read as a gain in nats
             weight[:, a] = v.detach().double() * slope
@@ -1027,8 +1101,7 @@ class GainMLP(GainModel):
              for k, b in (("w1", self.w1), ("b1", self.b1), ("w2", self.w2), ("b2", self.b2))]
         opt = torch.optim.AdamW(w, lr=lr, weight_decay=decay)
         for _ in range(steps):
-            loss = (self._nets(z, w) - target).pow(2).mean(-1).mean(-1).sum()  # each bag's mean squared error; the bags share no weight
-            opt.zero_grad(); loss.backward(); opt.step()
+            _step(w, opt, (self._nets(z, w) - target).pow(2).mean(-1).mean(-1).sum())  # each bag's mean squared error; the bags share no weight
         for b, v in zip((self.w1, self.b1, self.w2, self.b2), w): b.copy_(v.detach())
         with torch.no_grad():  # price the out-of-bag predictions: in-bag ones are too sure of the training files' gains
             each = self._nets(self._standardise(x).expand(bags, n, 28), w)  # [bags, N, 4]
@@ -1081,6 +1154,7 @@ class PonderPolicy(nn.Module):
         groups = list(FEATURE_GROUPS) if groups is None else list(groups)
         unknown = set(groups) - set(FEATURE_GROUPS)
         if unknown: raise PonderError(f"unknown feature group(s) {sorted(unknown)}; choose from {list(FEATURE_GROUPS)}")
+        if not groups: raise PonderError(f"no feature group: a policy sees at least one of {list(FEATURE_GROUPS)}")
         keep = torch.zeros(N_FEATURES)
         for g in groups: keep[group_slices()[g]] = 1
         self.groups = groups
@@ -1162,7 +1236,7 @@ class PPOConfig(LabConfig):
     repeats: int = Field(8, gt=0, description="sampled rollouts of every training file per iteration")
     epochs: int = Field(4, gt=0, description="PPO passes over each batch")
     minibatch: int = Field(512, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, le=1e3, description="AdamW's step size, at most 1,000 (as `LearningConfig`'s)")
     clip: float = Field(0.2, gt=0, description="PPO ratio clip")
     gamma: float = Field(0.0, ge=0, le=1, description="discount; 0 is exact when the weights reset after every decision")
     gae_lambda: float = Field(0.95, ge=0, le=1)
@@ -1174,7 +1248,7 @@ class PPOConfig(LabConfig):
     pid_delay: int = Field(5, gt=0)
     hidden: int = Field(64, gt=0)
     weight_decay: float = Field(1.0, ge=0, description="AdamW's decoupled weight decay on the policy (against memorising the training files)")
-    groups: list[str] = Field(default_factory=lambda: list(FEATURE_GROUPS), description="feature groups seen")
+    groups: list[str] = Field(default_factory=lambda: list(FEATURE_GROUPS), min_length=1, description="feature groups seen")
     eval_every: int = Field(5, gt=0, description="iterations between validation checks")
     warm_start: int = Field(0, ge=0, description="steps imitating the gain regressor's priced decisions before PPO; 0 for none")
     prior: Literal["none", "regressor", "ranker", "mlp"] = Field("none", description="a gain model fitted on the training files that the actor's logits start from; 'none' starts at the budget")
@@ -1201,27 +1275,41 @@ class TrainedPolicy:
     reading: dict[str, str | int | None] | None = None # how its training files were read (`CacheSettings.reading`); None if unknown
 
     def save(self, path: str | Path) -> Path:
-        "Write the policy atomically with torch.save."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+        "Write the policy atomically with torch.save; `PolicyError` (and nothing written) when a weight is NaN or Inf."
+        path = Path(path)
+        if bad := _nonfinite(self.policy.state_dict()):
+            raise PolicyError(f"the policy holds NaN or Inf weights ({', '.join(bad[:3])}); it is not written to {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
         blob = dict(state=self.policy.state_dict(), config=self.config.model_dump(), history=self.history, reading=self.reading)
         atomic_write(path, lambda p: torch.save(blob, p))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedPolicy:
-        "Read a policy written by `save`."
+        "Read a policy written by `save`; `PolicyError` naming the file when it is not one, or holds a NaN or Inf weight."
         if not Path(path).exists(): raise CacheMismatchError(f"no policy at {str(path)!r}; run `tttlab ponder train` first")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = PPOConfig(**blob["config"])
-        pol = PonderPolicy(cfg.hidden, cfg.groups, GAIN_MODELS[cfg.prior]() if cfg.prior != "none" else None, cfg.prior_temperature)
-        pol.load_state_dict(blob["state"])
-        return cls(pol.eval(), cfg, blob["history"], blob.get("reading"))
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            cfg = PPOConfig(**blob["config"])
+            pol = PonderPolicy(cfg.hidden, cfg.groups, GAIN_MODELS[cfg.prior]() if cfg.prior != "none" else None, cfg.prior_temperature)
+            keep = pol.keep.clone()
+            pol.load_state_dict(blob["state"])
+            if not torch.equal(pol.keep, keep): raise ValueError(f"its weights see other feature groups than its settings' {cfg.groups}")
+            if bad := _nonfinite(pol.state_dict()): raise ValueError(f"NaN or Inf weights in {', '.join(bad[:3])}")
+            return cls(pol.eval(), cfg, blob["history"], blob.get("reading"))
+        except Exception as e:  # torch, pickle, zipfile and pydantic each fail their own way on a file that is not a policy
+            raise PolicyError(f"{path} cannot be used as a policy ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
+                              "train one with `tttlab ponder train` or pass another file") from None
 
     def check_reading(self, settings: CacheSettings) -> None:
         "Raise `CacheMismatchError` unless files were read for `settings` as they were for the policy's training."
         if self.reading is not None and self.reading != settings.reading:
             raise CacheMismatchError(f"the policy was trained on files read with {self.reading}, but these are read with "
                                      f"{settings.reading}; its position features answer only for the reading it was trained on")
+
+def _nonfinite(state: dict[str, torch.Tensor]) -> list[str]:
+    "The names of the floating-point tensors of a state dict that hold a NaN or Inf."
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 def _sample(policy: PonderPolicy) -> Chooser:
     return lambda obs, allowed: torch.distributions.Categorical(logits=policy(obs, allowed)[0]).sample()
@@ -1266,7 +1354,7 @@ def imitate(policy: PonderPolicy, # the policy to warm-start
     obs, target = ro.obs[eps.mask], ro.actions[eps.mask]
     for _ in range(steps):
         loss = F.cross_entropy(policy(obs)[0], target)
-        opt.zero_grad(); loss.backward(); opt.step()
+        _step(list(policy.parameters()), opt, loss)
     return loss.item()
 
 def train_policy(train: Episodes, # training files
@@ -1289,7 +1377,7 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
     rep = Episodes(*(x.repeat_interleave(cfg.repeats, 0) for x in (train.static, train.loss, train.outcome, train.mask)),
                    [p for p in train.paths for _ in range(cfg.repeats)])
     gains, m = rep.gain(), rep.mask
-    hist = {k: [] for k in ("iteration", "gain", "cost", "lambda", "entropy", "val_iteration", "val_gain", "val_cost")}
+    hist = {k: [] for k in ("iteration", "gain", "cost", "lambda", "entropy", "undone", "val_iteration", "val_gain", "val_cost")}
     best = (-math.inf, None)  # (guarded validation gain, state)
     for it in tqdm(range(cfg.iterations), desc="PPO", disable=not progress):
         with torch.no_grad():
@@ -1305,6 +1393,7 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
         flat = lambda x: x[m]
         obs, acts, olp, ar, ac, rr, rc = map(flat, (ro.obs, ro.actions, old_logp, adv_r, adv_c, ret_r, ret_c))
         ar, ac = (ar - ar.mean()) / (ar.std() + 1e-8), (ac - ac.mean()) / (ac.std() + 1e-8)
+        undone = 0  # steps that would have left a NaN or Inf
         for _ in range(cfg.epochs):
             for idx in torch.randperm(len(obs)).split(cfg.minibatch):
                 logits, v = policy(obs[idx])
@@ -1317,11 +1406,9 @@ def _train_policy(train: Episodes, val: Episodes, cfg: PPOConfig, progress: bool
                 v_loss = 0.5 * ((v[:, 0] - rr[idx]) ** 2 + (v[:, 1] - rc[idx]) ** 2).mean()
                 ent = dist.entropy().mean()
                 loss = pi_loss + cfg.value_coef * v_loss - cfg.entropy_coef * ent
-                opt.zero_grad(); loss.backward()
-                nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                opt.step()
-        for k, x in zip(("iteration", "gain", "cost", "lambda", "entropy"),
-                        (it, reward[m].mean().item(), mean_cost, lam, ent.item())): hist[k].append(x)
+                undone += not _step(list(policy.parameters()), opt, loss, 1.0)
+        for k, x in zip(("iteration", "gain", "cost", "lambda", "entropy", "undone"),
+                        (it, reward[m].mean().item(), mean_cost, lam, ent.item(), undone)): hist[k].append(x)
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations:
             s = score(val, greedy_actions(policy, val, budget, "stream"), "val")  # as deployed: behind the guard
             for k, x in zip(("val_iteration", "val_gain", "val_cost"), (it, s.gain, s.cost)): hist[k].append(x)
@@ -1380,6 +1467,13 @@ class UpdateThreshold:
         return self.decide(self.scores(obs, allowed), self.threshold)
 
 # %% ../nbs/05_policy_ppo.ipynb #30fd0494
+def check_prior_weight(weight: float, # the pacer's prior, in decisions
+                      ) -> float:
+    "`weight` as a float, or a `PonderError` unless it is a finite number of decisions, 0 or more."
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+        raise PonderError(f"a prior weight of {weight!r}; the pacer's prior counts as a finite number of decisions, 0 or more")
+    return float(weight)
+
 class BudgetPacer:
     "A fitted one-knob rule whose knob is refitted before each decision so that the rule would have spent the budget on all it has seen."
     def __init__(self, rule: GainModel | UpdateThreshold, # a fitted rule (anything with `scores`, `decide` and `bounds`)
@@ -1389,7 +1483,7 @@ class BudgetPacer:
                  steps: int = 30, # bisection steps per refit
                 ):
         self.rule, self.budget, self.steps = rule, check_budget(budget), steps
-        self.seen, self.weight = [prior], [torch.full((len(prior),), prior_weight / max(1, len(prior)))]
+        self.seen, self.weight = [prior], [torch.full((len(prior),), check_prior_weight(prior_weight) / max(1, len(prior)))]
         self.knobs: list[float] = []
 
     @classmethod
@@ -1427,7 +1521,7 @@ def compare_methods(train: Episodes, # files the gate and the periodic schedule 
                     prior_weight: float = 200.0, # the `BudgetPacer`'s prior weight, in decisions
                    ) -> list[MethodResult]:
     "Every baseline, the oracle and (if given) the policy, scored on `test` at `budget`; fitted rules are fitted on `train`."
-    budget = check_budget(budget)
+    budget, prior_weight = check_budget(budget), check_prior_weight(prior_weight)
     oracle = oracle_actions(test, budget)
     og = score(test, oracle, "oracle").gain
     gate, reg = ThresholdGate.fit(train, budget), GainRegressor().fit(train, budget)
@@ -1619,6 +1713,10 @@ def _policy_path(cache: Path, budget: float, given: str | None) -> Path:
 
 def _build(a) -> dict:
     from tttlab.models import load_lm
+    if not any(a.files): raise EmptyCorpusError("--files 0 0 0 builds an empty cache; pass how many train, validation and test files to read")
+    if a.max_chunks <= a.horizon:
+        raise PonderError(f"--max-chunks {a.max_chunks} leaves no decision: a file read to N chunks gives N - {a.horizon} "
+                          f"(the --horizon); pass more than {a.horizon}")
     files = source_files(a.corpus, a.pattern)
     split = split_corpus(files, seed=a.seed, root=a.corpus or stdlib_root()).head(*a.files)
     from tttlab.lact import LaCTConfig
@@ -1636,6 +1734,9 @@ def _build(a) -> dict:
     build_cache(strategy, tok, cache, progress=not a.json)
     recs = {part: [r for f in getattr(split, part) if (r := cache.get(f)) is not None] for part in ("train", "val", "test")}
     n = {part: sum(r.n for r in rs) for part, rs in recs.items()}
+    if not sum(n.values()):
+        raise EmptyCorpusError(f"the cache at {str(a.root)!r} holds no decision: no file gives more than {a.horizon} chunk(s) of "
+                               f"{a.chunk_size} tokens of UTF-8 text; use more or longer files, or a smaller --chunk-size")
     seconds = sum(r.seconds for rs in recs.values() for r in rs)
     return dict(command="build-cache", cache=str(a.root), files=split.sizes(), decisions=n,
                 seconds_per_decision=seconds / max(1, sum(n.values())))
@@ -1648,7 +1749,7 @@ def _train(a) -> dict:
     tp = train_policy(*(Episodes.from_records(cache.episodes(p)) for p in ("train", "val")), cfg, progress=not a.json)
     path = replace(tp, reading=cache.settings.reading).save(_policy_path(a.root, a.budget, a.out))
     return dict(command="train", policy=str(path), budget=a.budget, train_cost=tp.history["cost"][-1],
-                val_gain=max(tp.history["val_gain"]), final_lambda=tp.history["lambda"][-1])
+                val_gain=max(tp.history["val_gain"]), final_lambda=tp.history["lambda"][-1], undone_steps=sum(tp.history["undone"]))
 
 def _eval(a) -> dict:
     cache = OutcomeCache(a.root)
