@@ -417,6 +417,15 @@ def test_train_guide_main_refuses_impossible_settings(tmp_path, argv, match):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv,match", [(["solve", "--method", "search", "--guide", "ttt", "--seed", "-1"], "--seed: must be a whole number from 0"),
+                                        (["solve", "--method", "search", "--time-per-task", "inf"], "--time-per-task: must be a finite number"),
+                                        (["train-guide", "--harvest-seconds", "nan"], "--harvest-seconds: must be a finite number")])
+def test_the_cli_refuses_a_negative_seed_or_an_infinite_budget_before_any_task(capsys, argv, match):
+    from tttlab.cli import main
+    with pytest.raises(SystemExit) as e: main(["arc"] + argv)
+    assert e.value.code == 2 and match in capsys.readouterr().err
+
+
 def test_the_cli_reports_an_impossible_setting_in_one_line(capsys):
     from tttlab.cli import main
     assert main(["arc", "solve", "--method", "search", "--guide", "none", "--threads", "0"]) == 2

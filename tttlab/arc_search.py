@@ -27,9 +27,9 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 import tttlab
-from .models import TTTLabError, atomic_write
-from .arc_data import (Grid, Solution, Task, add_solve_args, grid_key, load_tasks, run_solver,
-                             tasks_from_args, task_solved)
+from .models import TTTLabError, atomic_write, cache_dir
+from .arc_data import (Grid, Solution, Task, add_solve_args, check_output_path, finite_float, grid_key, load_tasks,
+                             run_solver, seed_int, tasks_from_args, task_solved)
 
 # %% auto #0
 __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 'ANCHORS', 'EXTEND_MODES', 'FITTERS_ROOT',
@@ -69,8 +69,8 @@ __all__ = ['PRIMITIVES', 'KEEPS_SHAPE', 'SYMMETRY_GROUPS', 'RAY_SETS', 'MOVES', 
            'fit_colour_order', 'line_modes', 'fit_line_modes', 'copy_cells', 'fit_cell_copies', 'overlay_rule',
            'pair_tensors', 'Guide', 'batch_of', 'guide_costs', 'ranked_costs', 'random_program', 'synthetic_task',
            'task_inputs', 'label_vector', 'train_guide', 'synthetic_examples', 'guide_beliefs', 'adapt_guide',
-           'save_guide', 'GuideError', 'load_guide', 'make_solver', 'solve_main', 'write_json', 'harvest_programs',
-           'read_programs', 'train_guide_main', 'guide_quality', 'chain_ranks', 'put_first']
+           'save_guide', 'GuideError', 'trained_guide_path', 'load_guide', 'make_solver', 'solve_main', 'write_json',
+           'harvest_programs', 'read_programs', 'train_guide_main', 'guide_quality', 'chain_ranks', 'put_first']
 
 # %% ../nbs/06b_arc_search.ipynb #0727af2d
 @dataclass(frozen=True)
@@ -3202,8 +3202,10 @@ def train_guide(guide: Guide, # the network, trained in place
                 seed: int = 0, # shuffling seed
                 progress: bool = True, # show a progress bar
                 extra: Callable[[Guide, tuple], torch.Tensor | None] | None = None, # (guide, batch) -> a loss added to each step's, e.g. an auxiliary task's; None adds nothing
+                seconds: float = math.inf, # no step starts after this many seconds (inf: every step runs)
                ) -> list[float]:
     "Fit the guide with binary cross-entropy (plus `extra`); returns the loss of every step (non-finite steps are skipped)."
+    t0 = time.perf_counter()
     opt = torch.optim.Adam(guide.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     losses = []
@@ -3211,6 +3213,7 @@ def train_guide(guide: Guide, # the network, trained in place
     steps = [(e, b) for e in range(epochs) for b in range(0, len(examples), batch_size)]
     order = None
     for e, b in tqdm(steps, desc="guide", disable=not progress):
+        if time.perf_counter() - t0 >= seconds: break
         if b == 0: order = torch.randperm(len(examples), generator=g).tolist()
         chunk = [examples[j] for j in order[b:b + batch_size]]
         batch = batch_of([x for x, _ in chunk])
@@ -3263,9 +3266,11 @@ def adapt_guide(guide: Guide, # the static guide (left unchanged)
                 max_depth: int = 2, # longest self-generated program
                 mix: float = 0.2, # share of uniform odds in the program sampler (0: only the guide's beliefs)
                 seed: int = 0, # random seed
+                seconds: float = math.inf, # no step starts after this many seconds from the call (inf: all `steps` run)
                ) -> Guide:
     "A copy of the guide fine-tuned on tasks made from this task's own grids by programs the guide already believes in."
     import copy
+    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     tuned = copy.deepcopy(guide)
     odds = guide_beliefs(guide, task.train, mix)
@@ -3275,7 +3280,8 @@ def adapt_guide(guide: Guide, # the static guide (left unchanged)
         made = synthetic_task(rng, grids, max_depth, tries=5, weight=odds)
         if made is not None: ex.append((pair_tensors(made[0]), label_vector(tuned.names, made[1])))
         if len(ex) >= n_tasks: break
-    if ex: train_guide(tuned, ex, epochs=steps, batch_size=len(ex), lr=lr, seed=seed, progress=False)
+    if ex: train_guide(tuned, ex, epochs=steps, batch_size=len(ex), lr=lr, seed=seed, progress=False,
+                       seconds=seconds - (time.perf_counter() - t0))
     return tuned.eval()
 
 def save_guide(guide: Guide, path: Path) -> Path:
@@ -3287,19 +3293,27 @@ def save_guide(guide: Guide, path: Path) -> Path:
 class GuideError(TTTLabError):
     "A guide checkpoint is missing or does not fit the network, or a search or guide setting is impossible."
 
-GUIDE_PATH = Path(tttlab.__file__).parent / "data" / "arc_guide.safetensors"  # the shipped checkpoint
+GUIDE_PATH = Path(tttlab.__file__).parent / "data" / "arc_guide.safetensors"  # the shipped checkpoint, read-only in use
+
+def trained_guide_path() -> Path:
+    "Where `tttlab arc train-guide` saves by default: the lab's cache folder, never the installed package."
+    return cache_dir() / "arc_guide.safetensors"
 
 def load_guide(path: Path | None = None) -> Guide:
-    "Load a guide checkpoint (default: the one shipped in the package)."
+    "Load a guide checkpoint (default: the one shipped in the package); a foreign file, or NaN or Inf weights, is a `GuideError`."
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
     path = Path(path or GUIDE_PATH)
     if not path.is_file(): raise GuideError(f"no guide checkpoint at {path}; train one with `tttlab arc train-guide` or use --guide none")
     try:
-        with safe_open(str(path), "pt") as f: names = json.loads(f.metadata()["names"])
+        with safe_open(str(path), "pt") as f: names = json.loads((f.metadata() or {}).get("names", "null"))
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("its 'names' metadata, the primitives in logit order, is missing or not a list of names")
         guide = Guide(names); guide.load_state_dict(load_file(str(path)))
-    except (SafetensorError, KeyError, RuntimeError, ValueError, OSError) as e:
+    except (SafetensorError, RuntimeError, ValueError, OSError) as e:
         raise GuideError(f"{path} is not a guide checkpoint of this version ({e}); retrain it with `tttlab arc train-guide`") from None
+    if not all(torch.isfinite(w).all() for w in guide.state_dict().values()):
+        raise GuideError(f"{path} holds NaN or Inf weights; retrain it with `tttlab arc train-guide`")
     return guide.eval()
 
 
@@ -3320,14 +3334,15 @@ def make_solver(guide_mode: str = "static", # "none", "static" or "ttt" (static:
     if restate_depth < 0: raise GuideError(f"restate_depth must be 0 (off) or more, not {restate_depth}")
     if max_depth < 1: raise GuideError(f"max_depth must be 1 or more, not {max_depth}")
     if ttt_steps < 0: raise GuideError(f"ttt_steps must be 0 or more, not {ttt_steps}")
-    if not time_per_task > 0: raise GuideError(f"time_per_task must be more than 0 seconds, not {time_per_task}")
+    if not 0 < time_per_task < math.inf: raise GuideError(f"time_per_task must be more than 0 seconds, and finite, not {time_per_task}")
+    if seed < 0: raise GuideError(f"seed must be 0 or more, not {seed}")
     if guide_mode != "none" and guide is None: guide = load_guide()
     log: dict[str, SearchResult] = {}
     def solve(task: Task) -> Solution:
         t0 = time.perf_counter()
         costs, restate = None, None
         if guide_mode != "none":
-            g = adapt_guide(guide, task, steps=ttt_steps, seed=seed) if guide_mode == "ttt" else guide
+            g = adapt_guide(guide, task, steps=ttt_steps, seed=seed, seconds=time_per_task) if guide_mode == "ttt" else guide
             costs = guide_costs(g, task.train)
             if restate_depth: restate = lambda vals, outs: guide_costs(g, list(zip(vals, outs)))
         r = search(task, costs, max_depth, time_budget=max(0.05, time_per_task - (time.perf_counter() - t0)),
@@ -3350,15 +3365,16 @@ def solve_main(argv: list[str] | None = None) -> int:
                                 description="Program search over a DSL, ordered by a guide network adapted at test time.")
     add_solve_args(p)
     p.add_argument("--guide", choices=GUIDE_MODES, default="static", help="none: uniform order; static: the trained guide (default); ttt: adapted per task")
-    p.add_argument("--guide-path", type=Path, default=None, help="a guide checkpoint (default: the shipped one)")
-    p.add_argument("--time-per-task", type=float, default=10.0, help="seconds per task, guide adaptation included")
+    p.add_argument("--guide-path", type=Path, default=None, help="a guide checkpoint, e.g. one `tttlab arc train-guide` saved (default: the shipped one)")
+    p.add_argument("--time-per-task", type=finite_float, default=10.0, help="seconds per task, guide adaptation included")
     p.add_argument("--max-depth", type=int, default=4, help="longest program searched")
-    p.add_argument("--ttt-steps", type=int, default=4, help="guide adaptation steps per task")
+    p.add_argument("--ttt-steps", type=int, default=4, help="guide adaptation steps per task (they stop when the task's time is used)")
     p.add_argument("--restate-depth", type=int, default=2, help="the guide re-reads grid states up to this depth (0: off)")
     p.add_argument("--save", type=Path, default=None, help="write per-task programs and node counts here (JSON)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this small network on a shared CPU)")
     args = p.parse_args(argv)
     _at_least(args, threads=1)
+    if args.save is not None: check_output_path(args.save)
     torch.set_num_threads(args.threads)
     guide = load_guide(args.guide_path) if args.guide != "none" else None
     solve = make_solver(args.guide, guide, args.time_per_task, args.max_depth, args.ttt_steps, args.seed, args.restate_depth)
@@ -3406,15 +3422,19 @@ def train_guide_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tttlab arc train-guide", description="Train the program-search guide on ARC-AGI-1 training tasks only.")
     p.add_argument("--synthetic", type=int, default=12000, help="self-generated tasks (at least 2: one in 20 is held out to validate)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--harvest-seconds", type=float, default=2.0, help="unguided search time per training task (0: no harvest)")
+    p.add_argument("--harvest-seconds", type=finite_float, default=2.0, help="unguided search time per training task (0: no harvest)")
     p.add_argument("--programs", type=Path, default=None, help="cache of harvested programs (read as it is if the file exists, else harvested and written)")
     p.add_argument("--harvest-weight", type=int, default=10, help="copies of each harvested example")
-    p.add_argument("--out", type=Path, default=GUIDE_PATH, help="where to save the checkpoint")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=trained_guide_path(),
+                   help=f"where to save the checkpoint (default: {trained_guide_path()}; solve with it through --guide-path; "
+                        f"--out {GUIDE_PATH} replaces the shipped guide)")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
     _at_least(args, synthetic=2, epochs=1, harvest_seconds=0, harvest_weight=0, threads=1)
+    check_output_path(args.out)
+    if args.programs is not None and not args.programs.is_file(): check_output_path(args.programs)
     torch.set_num_threads(args.threads); torch.manual_seed(args.seed)
     train = load_tasks("training", "arcagi")
     if args.programs is not None and args.programs.is_file(): programs = read_programs(args.programs)
