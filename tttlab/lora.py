@@ -79,7 +79,7 @@ class LoRAConfig(LabConfig):
     target_modules: list[str] | None = Field(None, description="module names to adapt; None finds them automatically")
     layers: list[int] | None = Field(None, min_length=1, description="block indices to adapt, at least one; None adapts every block")
     steps_per_chunk: PositiveInt = Field(1, description="optimizer steps `LoRAStrategy.learn_chunk` takes on one chunk")
-    window: PositiveInt | None = Field(256, description="learn a chunk as a batch of windows of about this many tokens, "
+    window: int | None = Field(256, ge=2, description="learn a chunk as a batch of windows of about this many tokens, "
                                                         "each from an empty context; None: the chunk as one sequence")
     learning_rate: float | None = Field(None, gt=0, le=1e3, description="overrides `LearningConfig.learning_rate` for LoRA; at most 1,000")
     weight_decay: NonNegativeFloat = 0.0
@@ -340,6 +340,7 @@ class LoRAStrategy:
         if self.merged: raise LoRAError("the adapter is merged into the base weights; call unmerge() before learning")
         ids = input_ids.to(self.device)
         ids = ids[None] if ids.dim() == 1 else ids
+        if ids.dim() != 2 or ids.shape[0] != 1: raise LoRAError(f"a chunk is one sequence of token ids, [1, T] or [T], not {list(ids.shape)}")
         if ids.shape[-1] < 2: raise LoRAError("a chunk needs at least 2 tokens to learn from")
         params, opt, first, batch = self._params(self.active_adapter), self._optimizer(), math.nan, self._windows(ids)
         t0, was_training, w = time.perf_counter(), self.model.training, 0.5 if views else 1.0  # views: half the loss
@@ -355,7 +356,8 @@ class LoRAStrategy:
                 if not (ok and optimizer_step(opt, params, self.scaler, self.config.max_grad_norm)):
                     self.metrics.skipped_updates += 1
                     opt.zero_grad(set_to_none=True)
-                    break  # the weights did not move, so another pass would give the same result
+                    if self.scaler is None: break  # the weights did not move, so another pass would give the same result
+                    # under fp16 the scaler has just halved its scale, so the next pass may well fit
         finally: self.model.train(was_training)
         self._record(first, ids.numel(), time.perf_counter() - t0)
         return first
@@ -507,6 +509,7 @@ class NaiveLoRA:
     def learn_chunk(self, input_ids: torch.Tensor, views: list[StudyRow] | None = None) -> float:
         "Take `steps` Adam steps over the chunk's 256-token pieces, in turn (views ignored); return the first step's loss."
         dev = next(self.model.parameters()).device
+        input_ids = input_ids[None] if input_ids.dim() == 1 else input_ids
         pieces = [input_ids[:, i:i + self.piece].to(dev) for i in range(0, input_ids.shape[1] - 1, self.piece)]
         pieces = [p for p in pieces if p.shape[1] > 1]
         if not pieces:  # a single token has no next token to predict: skipped, as TTT-Linear and LaCT skip it
@@ -623,7 +626,7 @@ def _refused(e: pickle.UnpicklingError) -> str:
 
 def _best_of(manifests: list[tuple[Path, dict]]) -> Path | None:
     "The checkpoint with the best metric (the earliest among equals), or None."
-    scored = [(d, m) for d, m in manifests if m["metric"] is not None]
+    scored = [(d, m) for d, m in manifests if m["metric"] is not None and math.isfinite(m["metric"])]  # a NaN is never best
     if not scored: return None
     sign = -1 if scored[-1][1]["mode"] == "max" else 1
     return min(scored, key=lambda x: (sign * x[1]["metric"], x[1]["step"]))[0]
@@ -1145,14 +1148,14 @@ class TrainingOrchestrator:
     def _train_step(self, order: list[int]) -> tuple[float, int]:
         "Accumulate gradients over up to `grad_accum` batches, take one optimizer step; return mean loss and tokens."
         c, pr, losses, tokens = self.config, self.progress, [], 0
-        for _ in range(c.grad_accum):
+        group = min(c.grad_accum, len(order) - pr["pos"])  # the epoch's last group may be shorter: its mean is still a mean
+        for _ in range(group):
             batch = self.train_data[order[pr["pos"]]]
             pr["pos"] += 1
             with autocast(self.device, c.precision): loss = self.loss_fn(self.model, batch)
-            if backward(loss / c.grad_accum, self.scaler): losses.append(loss.item())
+            if backward(loss / group, self.scaler): losses.append(loss.item())
             else: pr["skipped_batches"] += 1
             tokens += int(self.tokens_fn(batch))  # a NumPy integer would not load from a checkpoint
-            if pr["pos"] == len(order): break
         if not optimizer_step(self.optimizer, self.params, self.scaler, c.max_grad_norm): pr["skipped_steps"] += 1
         with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
             warnings.simplefilter("ignore", UserWarning)
@@ -1186,6 +1189,9 @@ class TrainingOrchestrator:
         "Train until done, stopped early, at the target, at max_steps or at the time limit; return what happened."
         c = self.config
         if resume and self.store is None: raise TrainingError("resume=True needs a CheckpointStore: pass store=")
+        if not resume and self.store is not None and self.store.latest(c.task) is not None:
+            raise TrainingError(f"{self.store.root} already holds checkpoints of task {c.task!r} from another run; pass resume=True "
+                                "to continue it, or another task name or folder for a new run (its best and its cleanup would mix the two)")
         seed_everything(c.seed)
         self._setup()
         if resume and self.store.latest(c.task) is not None: self._restore(self.store.load(c.task))
@@ -1202,12 +1208,12 @@ class TrainingOrchestrator:
         with MemoryMonitor(self.device) as mon:
             while stop is None and pr["epoch"] < c.epochs:
                 order = self._order(pr["epoch"])
-                t0 = time.perf_counter()
+                t0, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]  # the rate this step uses
                 loss, tokens = self._train_step(order)
                 dt = time.perf_counter() - t0
                 pr["seconds"] += dt; pr["window"].append(loss)
                 if pr["pos"] == len(order): pr["epoch"] += 1; pr["pos"] = 0
-                for k, v in [("step", pr["step"]), ("loss", loss), ("lr", self.scheduler.get_last_lr()[0]),
+                for k, v in [("step", pr["step"]), ("loss", loss), ("lr", lr),
                              ("seconds", pr["seconds"]), ("tokens_per_s", tokens / dt if dt > 0 else 0.0),
                              ("rss_mb", mon.sample()["rss_mb"])]: h[k].append(v)
                 epoch_end = pr["pos"] == 0
