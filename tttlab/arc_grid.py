@@ -40,11 +40,11 @@ __all__ = ['CANVAS', 'PAD', 'SEP', 'NL', 'EOS', 'VOCAB', 'Format', 'Arch', 'ARCH
            'AugmentedBatches', 'validation_batches', 'content_extent', 'sinusoid', 'grid_positions', 'Block',
            'colour_onehot', 'colour_pool', 'ColourMixer', 'ColourSlots', 'GridModelConfig', 'scaled_config', 'GridStop',
            'DecoderOnly', 'GridEncoderDecoder', 'build_model', 'n_params', 'markdown_table', 'equivariance_gap',
-           'SmokeResult', 'smoke_test', 'smoke_main', 'select_tasks', 'predict_tasks', 'cell_accuracy',
+           'grid_loss', 'SmokeResult', 'smoke_test', 'smoke_main', 'select_tasks', 'predict_tasks', 'cell_accuracy',
            'score_attempts', 'evaluate', 'AblationConfig', 'GridSettingsError', 'ablation_config',
-           'gpu_ablation_config', 'ablation_splits', 'grid_loss', 'train_model', 'test_time_train', 'measure_ttt',
-           'ModelResult', 'AblationResult', 'run_ablation', 'ablation_table', 'plot_learning_curves', 'step_effects',
-           'plot_ablation', 'ablate_main']
+           'gpu_ablation_config', 'ablation_splits', 'train_model', 'test_time_train', 'measure_ttt', 'ModelResult',
+           'AblationResult', 'OutputInUseError', 'check_fresh_output', 'run_ablation', 'ablation_table',
+           'plot_learning_curves', 'step_effects', 'plot_ablation', 'ablate_main']
 
 # %% ../nbs/06d_arc_grid.ipynb #e9667ab3
 CANVAS = 30  # side of the canvas every grid is padded to: ARC's largest grid
@@ -529,6 +529,12 @@ def equivariance_gap(model: GridEncoderDecoder, # an encoder-decoder in eval mod
     return float((b[..., p] - a).abs().max())
 
 # %% ../nbs/06d_arc_grid.ipynb #83a454e6
+def _to(batch: dict, device) -> dict: return {k: v.to(device) for k, v in batch.items()}
+
+def grid_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    "The model's loss on a batch moved to its device: the smoke test's and the orchestrator's loss_fn."
+    return model.loss(_to(batch, next(model.parameters()).device))
+
 class SmokeResult(LabModel):
     "What one model's smoke test found."
     arch: str
@@ -544,14 +550,14 @@ def smoke_test(arch: Arch, # which model
                tasks: list[Task] | None = None, # tasks to draw the batch from; None = the first ARC-AGI-1 training tasks
                batch_size: int = 4, # examples in the batch
                seed: int = 0, # seed of the model and the batch
-               model: nn.Module | None = None, # a model to test instead of a fresh `build_model(arch)`
+               model: nn.Module | None = None, # a model to test instead of a fresh `build_model(arch)`; on any device, the batch follows it
               ) -> SmokeResult:
     "One real batch through one model: finite loss, a finite gradient for every parameter."
     t0 = time.perf_counter()
     try:
         model = (model or build_model(arch, seed)).train()
         batch = AugmentedBatches(tasks or load_tasks("training", "arcagi")[:32], model.fmt, batch_size, seed=seed)[0]
-        loss = model.loss(batch)
+        loss = grid_loss(model, batch)
         if not torch.isfinite(loss): return SmokeResult(arch=arch, ok=False, loss=float(loss), error="loss is not finite")
         loss.backward()
         named = list(model.named_parameters())
@@ -607,11 +613,14 @@ def predict_tasks(model: nn.Module, # a trained grid model
                 answers.setdefault((ti, i), []).append(None if p is None else aug.invert(p))
     return [[vote(answers[ti, i]) for i in range(len(t.test_inputs))] for ti, t in enumerate(tasks)]
 
-def cell_accuracy(pred: Grid | None, truth: Grid) -> float:
-    "Share of the true grid's cells that `pred` matches (over the overlap when the shapes differ)."
+def cell_accuracy(pred: Grid | None, # the attempt; None scores 0
+                  truth: Grid, # the true output
+                 ) -> float:
+    "Cells where `pred` matches `truth`, over the area of the union of their shapes: missing and extra cells count against it."
     if pred is None: return 0.0
     h, w = min(pred.shape[0], truth.shape[0]), min(pred.shape[1], truth.shape[1])
-    return float((pred[:h, :w] == truth[:h, :w]).sum()) / truth.size
+    union = max(pred.shape[0], truth.shape[0]) * max(pred.shape[1], truth.shape[1])
+    return float((pred[:h, :w] == truth[:h, :w]).sum()) / union
 
 def score_attempts(tasks: list[Task], # tasks with known test outputs
                    attempts: list[list[list[Grid]]], # what `predict_tasks` returned for them
@@ -634,6 +643,7 @@ class AblationConfig(LabConfig):
     "One ablation run: which models, their shared budget, the data, and the test-time training stage."
     models: list[Arch] = Field(default_factory=lambda: list(ARCHS), min_length=1, description="the models to train, at least one")
     budget_minutes: float = Field(5.0, gt=0, description="wall-clock training budget of each model")
+    max_steps: int | None = Field(None, ge=1, description="also stop each model after this many optimizer steps: the same training on any machine; None = the wall-clock budget alone")
     max_side: int = Field(CANVAS, ge=1, le=CANVAS, description="use tasks whose visible grids fit in this square; 30 = all")
     val_tasks: int = Field(40, ge=1, description="ARC-AGI-1 training tasks held out for validation")
     eval_tasks: int | None = Field(None, ge=1, description="first N ARC-AGI-1 evaluation tasks of the subset; None = all")
@@ -680,12 +690,6 @@ def ablation_splits(cfg: AblationConfig) -> tuple[list[Task], list[Task], list[T
     if not ev: raise GridSettingsError(f"no ARC-AGI-1 evaluation task fits max_side={cfg.max_side}; raise max_side")
     return train, val, ev[:cfg.eval_tasks] if cfg.eval_tasks else ev
 
-def _to(batch: dict, device) -> dict: return {k: v.to(device) for k, v in batch.items()}
-
-def grid_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    "The orchestrator's loss_fn: the model's loss on a batch moved to its device."
-    return model.loss(_to(batch, next(model.parameters()).device))
-
 def _cells(batch: dict) -> int:
     "Tokens (sequence) or cells (grids) in a batch, for throughput."
     if "input_ids" in batch: return int(batch["attention_mask"].sum())
@@ -705,7 +709,7 @@ def train_model(arch: Arch, # which model
     vb = validation_batches(val, model.fmt, cfg.batch_size, mcfg.max_pairs)
     eval_fn = lambda m: {"val_loss": float(np.mean([float(grid_loss(m, b)) for b in vb]))}
     tc = TrainConfig(learning_rate=cfg.learning_rate, warmup_steps=20, eval_every=cfg.eval_every, metric="val_loss",
-                     patience=cfg.patience, time_limit_s=cfg.budget_minutes * 60, seed=cfg.seed, task=arch,
+                     patience=cfg.patience, time_limit_s=cfg.budget_minutes * 60, max_steps=cfg.max_steps, seed=cfg.seed, task=arch,
                      precision=cfg.precision, progress=progress, restore_best=store is not None, preflight=False)
     result = TrainingOrchestrator(model, grid_loss, data, tc, eval_fn, store, tokens_fn=_cells).fit()
     return model.eval(), result
@@ -768,11 +772,25 @@ class AblationResult(LabModel):
         "Write the result as JSON, atomically."
         atomic_write(path, lambda tmp: tmp.write_text(self.model_dump_json()))
 
+class OutputInUseError(TTTLabError):
+    "An ablation output folder that already holds checkpoints of an earlier run."
+
+def check_fresh_output(out_dir: str | Path, # the folder an ablation would fill
+                      ) -> Path:
+    "Refuse, with `OutputInUseError`, a folder whose `checkpoints` already holds an earlier run's checkpoints; else return it."
+    ckpt = Path(out_dir) / "checkpoints"
+    used = CheckpointStore(ckpt).tasks() if ckpt.is_dir() else []
+    if used: raise OutputInUseError(f"{out_dir} already holds checkpoints of an earlier run ({', '.join(used)} in {ckpt}); a new run "
+                                    "would restore their best weights and its cleanup would delete its own: give a new --out, "
+                                    "or delete the old one")
+    return Path(out_dir)
+
 def run_ablation(cfg: AblationConfig | None = None, # the experiment; None = the CPU default
-                 out_dir: str | Path | None = None, # where checkpoints (and result.json) go; None = a temporary folder
+                 out_dir: str | Path | None = None, # a new folder for checkpoints (and result.json); None = a temporary folder
                  progress: bool = True, # progress bars
                 ) -> AblationResult:
     "Train, score and test-time-train every model of `cfg` under the same budget."
+    if out_dir: check_fresh_output(out_dir)  # before any training
     cfg = cfg or AblationConfig()
     threads = torch.get_num_threads()
     if cfg.threads: torch.set_num_threads(cfg.threads)
@@ -784,7 +802,7 @@ def run_ablation(cfg: AblationConfig | None = None, # the experiment; None = the
             rows = []
             for arch in tqdm(cfg.models, desc="models", disable=not progress):
                 model, res = train_model(arch, train, val, cfg, CheckpointStore(root / "checkpoints"), progress)
-                ev_attempts = predict_tasks(model, ev, cfg.views)  # no answer depends on its batch: TTT's "before" reuses them
+                ev_attempts = predict_tasks(model, ev, cfg.views)  # TTT's "before" reuses them (batch-independent, but for the equivariant model's ties)
                 n = cfg.ttt_tasks
                 rows.append(ModelResult(
                     arch=arch, params=n_params(model), steps=res.steps, train_seconds=res.seconds, stop_reason=res.stop_reason,
@@ -841,7 +859,7 @@ def step_effects(result: AblationResult) -> list[dict]:
     return rows
 
 def plot_ablation(result: AblationResult) -> go.Figure:
-    "Grouped bars: each model's cell accuracy, exact-grid accuracy and pass@2 on evaluation, and pass@2 after TTT."
+    "Grouped bars per model: evaluation cell accuracy, exact grids and pass@2, validation pass@2, and the TTT subset's cell accuracy before and after TTT."
     bars = [("eval cell accuracy", lambda m: m.eval["cell_accuracy"]), ("eval exact grids", lambda m: m.eval["exact_accuracy"]),
             ("eval pass@2", lambda m: m.eval["pass_at_2"]), ("val pass@2", lambda m: m.val["pass_at_2"])]
     if all(m.ttt for m in result.models):
@@ -860,17 +878,18 @@ def ablate_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tttlab arc ablate", description="Train the five ARC grid models under the same budget and compare them.")
     ap.add_argument("--models", nargs="+", choices=ARCHS, default=None, help="which models (default: all five)")
     ap.add_argument("--budget-minutes", type=float, default=None, help=f"training minutes per model (default {AblationConfig().budget_minutes:g}; 120 with --gpu)")
+    ap.add_argument("--max-steps", type=int, default=None, help="also stop each model after N optimizer steps (the same training on any machine)")
     ap.add_argument("--max-side", type=int, default=None, help=f"use tasks whose visible grids fit in this square (default {AblationConfig().max_side})")
     ap.add_argument("--eval-tasks", type=int, default=None, help="first N evaluation tasks of the subset (default: all)")
     ap.add_argument("--ttt-tasks", type=int, default=None, help=f"first N evaluation tasks on which TTT is measured (default {AblationConfig().ttt_tasks}; 0 skips TTT)")
     ap.add_argument("--val-tasks", type=int, default=None, help=f"training tasks held out for validation (default {AblationConfig().val_tasks})")
     ap.add_argument("--gpu", action="store_true", help="the full-size config: scaled models, all grids, long budget")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=None, help="folder for checkpoints and result.json")
+    ap.add_argument("--out", type=Path, default=None, help="a new folder for checkpoints and result.json (one holding checkpoints is refused)")
     ap.add_argument("--json", action="store_true", help="print the full result as one JSON line at the end")
     args = ap.parse_args(argv)
     if args.out is not None: check_output_path(args.out, folder=True)
-    cfg = ablation_config(gpu_ablation_config() if args.gpu else None, models=args.models, budget_minutes=args.budget_minutes,
+    cfg = ablation_config(gpu_ablation_config() if args.gpu else None, models=args.models, budget_minutes=args.budget_minutes, max_steps=args.max_steps,
                           max_side=args.max_side, eval_tasks=args.eval_tasks, ttt_tasks=args.ttt_tasks,
                           val_tasks=args.val_tasks, seed=args.seed)
     result = run_ablation(cfg, args.out, progress=not args.json)
