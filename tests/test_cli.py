@@ -80,6 +80,11 @@ def test_recall_lact_settings_need_lact(capsys, tmp_path):
     assert e.value.code == 2 and "--anchor only tune lact" in capsys.readouterr().err
 
 
+def test_learn_blank_question_is_refused_before_learning(capsys):
+    with pytest.raises(SystemExit) as e: main(["learn", "sample", "--model", "tiny", "--ask", "  "])
+    assert e.value.code == 2 and "a question needs some text" in capsys.readouterr().err
+
+
 def test_learn_bad_setting_is_one_line(capsys):
     rc, out, err = run(capsys, "learn", "sample", "--model", "tiny", "--chunk-size", "0")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "chunk_size" in err

@@ -28,7 +28,7 @@ from .recall import RECALL_CONFIGS, recall_strategy
 
 # %% auto #0
 __all__ = ['TINY_MODEL', 'T4_MODEL', 'MODEL_CHOICES', 'STRATEGIES', 'byte_tokenizer', 'load_model', 'tuned_config', 'Session',
-           'loss_figure', 'metrics_html', 'answer_html', 'Playground', 'learn_main']
+           'loss_figure', 'metrics_html', 'answer_html', 'Playground', 'question_text', 'learn_main']
 
 # %% ../nbs/07b_playground.ipynb #39962a43
 TINY_MODEL = "tiny"
@@ -398,11 +398,16 @@ class Playground:
         self._say("Reset: upload a new document.")
 
 # %% ../nbs/07b_playground.ipynb #0a5c0162
+def question_text(text: str) -> str:
+    "A question from the command line, refused before any learning when it is blank."
+    if not text.strip(): raise argparse.ArgumentTypeError("a question needs some text")
+    return text
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tttlab learn", description="Learn a PDF, .txt or .md file at test time, clear the "
                                 "context, then answer questions with and without what was learned.")
     p.add_argument("file", help="the document; 'sample' for the bundled sample PDF")
-    p.add_argument("--ask", action="append", default=[], metavar="Q", help="a question (repeat for several)")
+    p.add_argument("--ask", action="append", default=[], metavar="Q", type=question_text, help="a question (repeat for several)")
     p.add_argument("--strategy", default="lact", choices=list(STRATEGIES.values()), help="update strategy (default: lact)")
     p.add_argument("--model", default=None, help=f"HF id or folder; default: the offline {DEFAULT_MODEL}; "
                    f"on a T4 GPU use {T4_MODEL}; 'tiny' to check the wiring")

@@ -14,6 +14,7 @@ import re
 import zlib
 from importlib.resources import files
 from pathlib import Path
+from typing import get_args
 
 import pymupdf
 import transformers  # a lazy module: the hints below load nothing
@@ -327,6 +328,8 @@ def load_document(source: str | Path | bytes,  # a path to a PDF, .txt or .md fi
                   accept_repaired: bool = False,  # learn what MuPDF recovers from a damaged PDF instead of refusing it
                  ) -> Document:
     "Read, validate, parse and chunk a document, with the study views asked for."
+    if isinstance(views, str) or (bad := set(views) - set(get_args(View))):
+        raise DocumentError(f"unknown study view(s) {views if isinstance(views, str) else sorted(bad)}; pass a list of {', '.join(get_args(View))}")
     validator = DocumentValidator(accept_repaired)
     if isinstance(source, (str, Path)):
         path = Path(source)

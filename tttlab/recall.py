@@ -213,6 +213,7 @@ def strategy_names(text: str) -> list[str]:
 def view_names(text: str) -> list[str]:
     "Study view names from a comma-separated list; 'none' for no views."
     names = [] if text.strip() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names and text.strip() != "none": raise argparse.ArgumentTypeError(f"no view named in {text!r}; give names, or none")
     bad = set(names) - set(get_args(View))
     if bad: raise argparse.ArgumentTypeError(f"unknown view(s) {', '.join(sorted(bad))}; choose from {', '.join(get_args(View))} or none")
     return names
