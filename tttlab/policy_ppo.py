@@ -1238,7 +1238,7 @@ class PPOConfig(LabConfig):
     minibatch: int = Field(512, gt=0)
     lr: float = Field(3e-3, gt=0, le=1e3, description="AdamW's step size, at most 1,000 (as `LearningConfig`'s)")
     clip: float = Field(0.2, gt=0, description="PPO ratio clip")
-    gamma: float = Field(0.0, ge=0, le=1, description="discount; 0 is exact when the weights reset after every decision")
+    gamma: float = Field(0.0, ge=0, le=1, description="discount; with weights reset after every decision an outcome depends on no earlier action, so 0 keeps the optimum (it ignores how an action moves the budget features)")
     gae_lambda: float = Field(0.95, ge=0, le=1)
     entropy_coef: float = Field(0.01, ge=0)
     value_coef: float = Field(0.5, ge=0)
