@@ -24,7 +24,7 @@ from .models import TTTLabError, LabConfig, LearningConfig, Precision, atomic_wr
 from .arc_data import (Grid, Task, Augmentation, Solution, as_grid, grid_key, random_augmentation, add_solve_args,
                              check_output_path, positive_int, seed_int, tasks_from_args, run_solver, load_tasks, task_solved,
                              OutputPathError, DATASETS, MAX_SIDE)
-from .lora import LoRAConfig, LoRAError, LoRAStrategy, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit, peft_quietly
+from .lora import LoRAConfig, LoRAError, LoRAStrategy, check_adapter_dir, TrainConfig, TrainResult, TrainingOrchestrator, lm_loss, load_lm_low_bit, peft_quietly
 
 
 # %% auto #0
@@ -411,7 +411,7 @@ def load_arc_model(model: str | None = None, # HF id or folder; None: the lab's 
     "The LM and tokenizer to solve ARC with, with a starting adapter merged into the weights; a device, model or adapter that cannot be used is a `TTTLabError`."
     from peft import PeftModel
     if adapter == "default": adapter = default_adapter_dir() if model is None else None
-    if adapter is not None: _check_adapter(adapter)
+    if adapter is not None: check_adapter_dir(adapter, "run `tttlab arc finetune` again or pass --adapter none")
     try: torch.empty(0, device=pick_device(device))  # "cuda" without a GPU fails here, not halfway through loading
     except (RuntimeError, AssertionError) as e: raise ArcLLMSettingsError(f"device {device!r} cannot be used here ({e}); pass --device cpu") from None
     lm, tok = load_lm(model, device) if bits is None else load_lm_low_bit(model, bits, device)
@@ -420,17 +420,6 @@ def load_arc_model(model: str | None = None, # HF id or folder; None: the lab's 
         with peft_quietly(): return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload().eval(), tok
     except Exception as e:  # peft says a mismatch its own way: a wrong base model, a config from another version
         raise LoRAError(f"the adapter at {adapter} does not fit this model ({type(e).__name__}: {e}); pass the model it was trained on") from e
-
-def _check_adapter(path: str | Path) -> None:
-    "Raise `LoRAError` unless `path` holds a readable peft config and the adapter's weights: peft would look for missing ones on the Hub."
-    path = Path(path)
-    if not (path / "adapter_config.json").is_file():
-        raise LoRAError(f"no peft adapter at {path}; run `tttlab arc finetune` or pass --adapter none")
-    try: json.loads((path / "adapter_config.json").read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise LoRAError(f"{path / 'adapter_config.json'} is not readable JSON ({e}); run `tttlab arc finetune` again or pass --adapter none") from None
-    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise LoRAError(f"{path} holds no adapter weights (adapter_model.safetensors); run `tttlab arc finetune` again or pass --adapter none")
 
 # %% ../nbs/06c_arc_llm.ipynb #849a556c
 def finetune_main(argv: list[str] | None = None) -> int:

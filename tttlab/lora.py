@@ -47,11 +47,11 @@ from .ttt_linear import TTTLinearStrategy, decoder_layers, finite_step, switched
 __all__ = ['PROJECTIONS', 'STRATEGIES', 'MANIFEST', 'MB', 'StopReason', 'LoRAError', 'TrainingError', 'CheckpointError',
            'MemoryBudgetError', 'QuantizationUnavailableError', 'LoRAConfig', 'find_target_modules', 'peft_config',
            'peft_quietly', 'add_lora', 'parameter_report', 'make_scaler', 'backward', 'optimizer_step', 'lm_loss',
-           'replace_dir', 'save_peft_adapter', 'LoRAStrategy', 'LoRALinear', 'NaiveLoRA', 'UnknownStrategyError',
-           'make_strategy', 'Checkpoint', 'CheckpointStore', 'rss_bytes', 'MemoryMonitor', 'MemoryEstimate',
-           'estimate_training_memory', 'available_bytes', 'preflight', 'load_lm_low_bit', 'seed_everything',
-           'rng_state', 'set_rng_state', 'count_tokens', 'TrainConfig', 'TrainResult', 'TrainingOrchestrator',
-           'training_report']
+           'replace_dir', 'save_peft_adapter', 'check_adapter_dir', 'LoRAStrategy', 'LoRALinear', 'NaiveLoRA',
+           'UnknownStrategyError', 'make_strategy', 'Checkpoint', 'CheckpointStore', 'rss_bytes', 'MemoryMonitor',
+           'MemoryEstimate', 'estimate_training_memory', 'available_bytes', 'preflight', 'load_lm_low_bit',
+           'seed_everything', 'rng_state', 'set_rng_state', 'count_tokens', 'TrainConfig', 'TrainResult',
+           'TrainingOrchestrator', 'training_report']
 
 # %% ../nbs/04_lora.ipynb #a3e67717
 class LoRAError(TTTLabError):
@@ -269,6 +269,20 @@ def save_peft_adapter(model,  # a `peft.PeftModel`
     finally:
         if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
 
+def check_adapter_dir(path: str | Path, # a folder `save_peft_adapter` wrote
+                      hint: str = "", # what to do instead, added to the message
+                     ) -> Path:
+    "Raise `LoRAError` unless `path` holds a readable adapter_config.json and the adapter's weights (peft would seek missing ones on the Hub)."
+    path, tail = Path(path), f"; {hint}" if hint else ""
+    if not (path / "adapter_config.json").is_file(): raise LoRAError(f"{path} holds no peft adapter (adapter_config.json is missing){tail}")
+    try: json.loads((path / "adapter_config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise LoRAError(f"{path / 'adapter_config.json'} is not readable JSON ({e}){tail}") from None
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise LoRAError(f"{path} holds no adapter weights (adapter_model.safetensors is missing){tail}")
+    return path
+
+
 # %% ../nbs/04_lora.ipynb #bcbd4cd2
 class LoRAStrategy:
     "Test-time learning with a peft LoRA adapter on a frozen base: a `TTTStrategy`."
@@ -444,16 +458,13 @@ class LoRAStrategy:
         "Load a saved adapter under a new name and make it the active one; `reset()` returns to what was loaded."
         path = Path(path)
         _restore_dir(path)
-        if not (path / "adapter_config.json").is_file():
-            raise LoRAError(f"{path} holds no peft adapter (adapter_config.json is missing)")
-        if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-            raise LoRAError(f"{path} holds no adapter weights (adapter_model.safetensors is missing)")
+        check_adapter_dir(path)
         if name in self.model.peft_config: raise LoRAError(f"an adapter named {name!r} exists; pick another name")
         try: self.model.load_adapter(str(path), adapter_name=name, is_trainable=True)
         except (RuntimeError, ValueError, TypeError, KeyError, OSError, SafetensorError) as e:
             if name in self.model.peft_config: self.model.delete_adapter(name)  # peft registers it before loading the weights
             lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
-            why = ("its adapter_config.json is not what peft writes" if isinstance(e, (json.JSONDecodeError, TypeError, KeyError)) else
+            why = ("its adapter_config.json is not what peft writes" if isinstance(e, (TypeError, KeyError)) else
                    "its weights file is truncated or corrupt" if isinstance(e, SafetensorError) else
                    "it was saved from a model of another shape" if "size mismatch" in str(e) else "it cannot be read")
             raise LoRAError(f"cannot load the adapter in {path}: {why} ({next((l for l in lines if 'size mismatch' in l), lines[0])})") from e
